@@ -1,0 +1,1 @@
+"""Runtime services: precision, compilation cache, snapshots, metrics."""

@@ -1,0 +1,44 @@
+"""Shared test set-up: x64, a key fixture, tree comparison helpers."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnpredict  # noqa: F401  (switches on x64)
+
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def getkey():
+    counter = itertools.count()
+
+    def _getkey():
+        return jax.random.key(next(counter))
+
+    return _getkey
+
+
+def tree_allclose(a, b, rtol=0.0, atol=0.0) -> bool:
+    """True when two PyTrees have the same structure and close leaves (NaN == NaN)."""
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    if ta != tb:
+        return False
+    for x, y in zip(la, lb):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape != y.shape:
+            return False
+        if not np.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
+            return False
+    return True
+
+
+def tree_max_abs_diff(a, b) -> float:
+    diffs = jax.tree_util.tree_map(
+        lambda x, y: float(np.nanmax(np.abs(np.asarray(x, float) - np.asarray(y, float)), initial=0.0)), a, b
+    )
+    return max(jax.tree_util.tree_leaves(diffs), default=0.0)
