@@ -54,6 +54,32 @@ class History(eqx.Module):
         """The most recent value of the target (0 before any observation)."""
         return self.values[-1, 0]
 
+    @classmethod
+    def empty(cls, buffer_size: int, n_channels: int = 1, dtype=jnp.float64) -> "History":
+        """A window that has seen nothing yet (all zeros, count 0)."""
+        return cls(
+            values=jnp.zeros((buffer_size, n_channels), dtype),
+            count=jnp.zeros((), jnp.int32),
+            observed=jnp.zeros((), bool),
+        )
+
+    def push(self, obs: Float[Array, " channels"], observed: Bool[Array, ""] | bool = True) -> "History":
+        """The window after observation ``obs`` (ignored, with ``observed`` False, when not observed).
+
+        Slides the window by one; the first real observation back-fills the
+        whole window so it is finite and flat before the data starts.
+        """
+        obs = jnp.broadcast_to(jnp.asarray(obs, self.values.dtype), self.values.shape[1:])
+        observed = jnp.asarray(observed, bool)
+        shifted = jnp.concatenate([self.values[1:], obs[None]], axis=0)
+        first = jnp.broadcast_to(obs, self.values.shape)
+        candidate = jnp.where(self.count == 0, first, shifted)
+        return History(
+            values=jnp.where(observed, candidate, self.values),
+            count=jnp.where(observed, jnp.minimum(self.count + 1, self.values.shape[0]), self.count).astype(jnp.int32),
+            observed=observed,
+        )
+
     def valid_mask(self) -> Bool[Array, " buffer"]:
         """True where the slot holds a real observation (the newest ``count``)."""
         size = self.values.shape[0]

@@ -1,0 +1,268 @@
+"""The ``fnpredict`` command: ``backtest``, ``tune``, ``stream``, ``bench``.
+
+Every subcommand takes ``--json`` for a machine-readable summary on stdout
+(human-readable text then goes to stderr).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+def _dump(payload) -> str:
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(json.loads(json.dumps(payload, default=_json_default))), sort_keys=True)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    parser.add_argument("--kernels", default=None,
+                        help="comma-separated kernels to enable (default: all of levy,dgm,imex,signature)")
+    parser.add_argument("--buffer-size", type=int, default=None, help="sliding-window length (default 128)")
+    parser.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+
+
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=None, help="CSV file (default: the bundled S&P 500 daily closes)")
+    parser.add_argument("--column", default="close", help="numeric column(s) to read, comma-separated (channel 0 first)")
+    parser.add_argument("--date-column", default="date", help="label column (default 'date')")
+    parser.add_argument("--raw", action="store_true", help="use the values as they are (default: log levels)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the last N rows")
+
+
+def _config(args):
+    import fnpredict as fp
+
+    changes = {}
+    if args.kernels:
+        changes["kernels"] = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+    if args.buffer_size:
+        changes["buffer_size"] = args.buffer_size
+    channels = len(args.column.split(",")) if hasattr(args, "column") else 1
+    if channels > 1:
+        changes["n_channels"] = channels
+    return fp.PredictorConfig(**changes)
+
+
+def _load(args):
+    from . import data as fpdata
+
+    columns = [c.strip() for c in args.column.split(",")]
+    if args.data is None:
+        series = fpdata.load_sp500() if columns == ["close"] else fpdata.load_csv(fpdata.sp500_path(), columns)
+    else:
+        series = fpdata.load_csv(args.data, columns if len(columns) > 1 else columns[0], args.date_column)
+    values = series.values if args.raw else fpdata.log_levels(series.values)
+    labels = series.labels
+    if args.limit:
+        values, labels = values[-args.limit :], labels[-args.limit :]
+    return values, labels, series.source
+
+
+def _setup(args):
+    if not args.no_cache:
+        from .runtime.cache import enable_compilation_cache
+
+        enable_compilation_cache()
+
+
+def cmd_backtest(args) -> int:
+    import jax
+
+    from .backtest import format_summary, run_backtest, summarize, write_predictions_csv
+    from .report import write_report
+
+    _setup(args)
+    config = _config(args)
+    values, labels, source = _load(args)
+    os.makedirs(args.out, exist_ok=True)
+    log = sys.stderr if args.json else sys.stdout
+    print(f"fnpredict backtest: {len(values)} steps from {source}, kernels {','.join(config.kernels)}", file=log)
+    started = time.perf_counter()
+    result = run_backtest(values, config, jax.random.key(args.seed), labels=labels, progress=not args.no_progress)
+    elapsed = time.perf_counter() - started
+    summary = summarize(result)
+    summary["seconds"] = elapsed
+    summary["source"] = source
+    csv_path = os.path.join(args.out, "predictions.csv")
+    png_path = os.path.join(args.out, "report.png")
+    write_predictions_csv(csv_path, result)
+    write_report(png_path, result, title=f"fnpredict backtest — {os.path.basename(source)}")
+    summary["outputs"] = {"predictions_csv": csv_path, "report_png": png_path}
+    if args.snapshot:
+        from .runtime.snapshot import save_snapshot
+
+        save_snapshot(args.snapshot, result.final_state)
+        summary["outputs"]["snapshot"] = args.snapshot
+    print(format_summary(summary), file=log)
+    print(f"wrote {csv_path} and {png_path} ({elapsed:.1f} s)", file=log)
+    if args.json:
+        print(_dump(summary))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    import jax
+
+    from .tuning.search import tune
+
+    _setup(args)
+    config = _config(args)
+    values, _, source = _load(args)
+    result = tune(
+        config, values, jax.random.key(args.seed), n_trials=args.trials, batch_size=args.batch,
+        n_windows=args.windows, storage=args.storage, study_name=args.study, progress=not args.json,
+    )
+    log = sys.stderr if args.json else sys.stdout
+    print(f"best walk-forward RMSE {result['best_value']:.6g} after {result['n_trials']} trials on {source}", file=log)
+    for name, value in result["best_params"].items():
+        print(f"  {name:<20} {value:.6g}", file=log)
+    if args.json:
+        print(_dump(result))
+    return 0
+
+
+def _parse_line(line: str, channels: int):
+    line = line.strip()
+    if not line:
+        return None
+    if line.startswith("{"):
+        value = json.loads(line).get("obs")
+    else:
+        value = [float(v) if v.strip().lower() not in {"", "nan", "null"} else math.nan for v in line.split(",")]
+    value = np.asarray(value, dtype=np.float64).reshape(-1)
+    if value.shape != (channels,):
+        raise ValueError(f"expected {channels} value(s) per line, got {value.shape[0]}")
+    return value if channels > 1 else value[0]
+
+
+def cmd_stream(args) -> int:
+    import jax
+
+    import fnpredict as fp
+
+    from .runtime.metrics import TelemetryMetrics
+
+    _setup(args)
+    config = _config(args)
+    state = fp.init(config, jax.random.key(args.seed))
+    if args.snapshot and os.path.exists(args.snapshot):
+        state = fp.load_snapshot(args.snapshot, state)
+    metrics = TelemetryMetrics(config.kernels)
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    key = jax.random.key(args.seed)
+    count = 0
+    for line_number, line in enumerate(sys.stdin, start=1):
+        try:
+            obs = _parse_line(line, config.n_channels)
+        except (ValueError, json.JSONDecodeError) as error:
+            print(json.dumps({"line": line_number, "input_error": str(error)}), flush=True)
+            continue
+        if obs is None:
+            continue
+        key, step_key = jax.random.split(key)
+        state, out = fp.step(state, obs, step_key)
+        record = metrics.observe(out)
+        record["line"] = line_number
+        print(_dump(record), flush=True)
+        count += 1
+        if args.snapshot and args.snapshot_every and count % args.snapshot_every == 0:
+            fp.save_snapshot(args.snapshot, state)
+    if args.snapshot:
+        fp.save_snapshot(args.snapshot, state)
+    if args.json:
+        print(_dump({"summary": {"steps": count, "snapshot": args.snapshot}}), flush=True)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .runtime.bench import format_bench, run_bench
+
+    _setup(args)
+    config = _config(args)
+    figures = run_bench(config, n_assets=args.assets, steps=args.steps, seed=args.seed)
+    log = sys.stderr if args.json else sys.stdout
+    print(format_bench(figures), file=log)
+    if args.json:
+        print(_dump(figures))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fnpredict", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("backtest", help="run the predictor over a series; summary, predictions.csv, report.png")
+    _add_common(p)
+    _add_data(p)
+    p.add_argument("--out", default="out", help="output folder (default ./out)")
+    p.add_argument("--snapshot", default=None, help="also save the final state to this snapshot file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("tune", help="Optuna TPE search of the hyperparameters on walk-forward windows")
+    _add_common(p)
+    _add_data(p)
+    p.add_argument("--trials", type=int, default=16, help="number of trials (default 16)")
+    p.add_argument("--batch", type=int, default=4, help="trials evaluated together as one vmapped population")
+    p.add_argument("--windows", type=int, default=4, help="walk-forward windows (default 4)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (e.g. sqlite:///tune.db) to share trials")
+    p.add_argument("--study", default="fnpredict", help="study name in the storage")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("stream", help="read observations from stdin (one per line), write JSON lines")
+    _add_common(p)
+    p.add_argument("--column", default="close", help=argparse.SUPPRESS)
+    p.add_argument("--channels", type=int, default=1, help="values per line (comma-separated)")
+    p.add_argument("--snapshot", default=None, help="restore from / save to this snapshot file")
+    p.add_argument("--snapshot-every", type=int, default=0, help="also save every N steps")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser("bench", help="per-step latency, scan vs loop, vmap vs one asset, state bytes, compile time")
+    _add_common(p)
+    p.add_argument("--assets", type=int, default=256, help="assets in the vmap measurement (default 256)")
+    p.add_argument("--steps", type=int, default=500, help="steps per measurement (default 500)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "stream" and args.channels > 1:
+        args.column = ",".join(f"c{i}" for i in range(args.channels))
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        if os.environ.get("FNPREDICT_DEBUG") == "1":
+            raise
+        print(f"fnpredict {args.command}: error: {error} (FNPREDICT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The orchestrator's decisions with stub kernels of fixed forecasts (no numerics):
+the JKO step is Hedge on the per-kernel losses, an alarm resets to uniform, the
+DGM collapse counter mutes kernel B after more than 10 collapsed checks."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnpredict as fp
+from fnpredict import engine
+from fnpredict.kernels import AbstractKernel, Forecast
+
+
+class StubState(eqx.Module):
+    calls: jax.Array
+
+
+class OffsetKernel(AbstractKernel):
+    """Forecasts last value + a fixed offset; optionally reports collapse."""
+
+    name = "stub"
+    offset: float = eqx.field(static=True)
+    collapsed: bool = eqx.field(static=True, default=False)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(0.0)
+
+    def init(self, hyperparams, dtype):
+        return StubState(calls=jnp.zeros((), jnp.int32))
+
+    def forecast(self, state, history, hyperparams, key):
+        return Forecast.guarded(history.last + self.offset, history, entropy=0.0, collapsed=self.collapsed)
+
+    def update(self, state, history, hyperparams):
+        return StubState(calls=state.calls + history.observed.astype(jnp.int32))
+
+
+# Distinct configs (buffer 40) so no compiled step of the real kernels is reused.
+SCALES = (2.0, 3.0, 4.5, 6.75, 10.0)
+TWO = fp.PredictorConfig(kernels=("levy", "signature"), buffer_size=40, scales=SCALES, levy_window=32)
+THREE = fp.PredictorConfig(kernels=("levy", "dgm", "signature"), buffer_size=40, scales=SCALES, levy_window=32)
+STUBS = {
+    TWO: (OffsetKernel(0.0), OffsetKernel(0.05)),
+    THREE: (OffsetKernel(0.0), OffsetKernel(0.01, collapsed=True), OffsetKernel(0.02)),
+}
+
+
+@pytest.fixture(autouse=True)
+def stub_kernels(monkeypatch):
+    real = engine.build_kernels
+    monkeypatch.setattr(engine, "build_kernels", lambda config: STUBS.get(config) or real(config))
+
+
+def _random_walk(n, seed=0, scale=0.01):
+    return np.cumsum(np.random.default_rng(seed).standard_normal(n) * scale)
+
+
+def test_jko_step_is_hedge_on_standardized_losses():
+    hp = fp.Hyperparams(jko_tau=0.3)
+    state = fp.init(TWO, jax.random.key(0), hp)
+    values = _random_walk(30)
+    _, outs = fp.predict(state, values, jax.random.key(1))
+    weights = np.asarray(outs.weights)
+    # Each step with an error moves w by w_k exp(-tau * l_k) with l_k the loss
+    # (half squared error, MSE mode) of kernel k's previous standardized error.
+    for t in range(2, 30):
+        sigma = float(outs.telemetry.error_scale[t])
+        previous = np.asarray(outs.kernel_predictions[t - 1])
+        losses = 0.5 * ((previous - values[t]) / sigma) ** 2
+        expected = weights[t - 1] * np.exp(-0.3 * (losses - losses.min()))
+        expected /= expected.sum()
+        if bool(outs.telemetry.regime_change_detected[t]) or bool(outs.telemetry.emergency_mode[t]):
+            continue
+        # Sinkhorn is run to its marginal tolerance: 1e-6 (DESIGN: faithful mode
+        # equals the exponentiated-gradient update once converged).
+        np.testing.assert_allclose(weights[t], expected, rtol=0, atol=1e-6)
+    assert weights[-1, 1] < weights[-1, 0], "the biased kernel must lose weight"
+
+
+def test_regime_alarm_resets_weights_to_uniform():
+    state = fp.init(TWO, jax.random.key(0), fp.Hyperparams(jko_tau=1.0))
+    quiet = _random_walk(60, seed=1, scale=0.01)
+    loud = quiet[-1] + _random_walk(40, seed=2, scale=0.2)
+    _, outs = fp.predict(state, np.concatenate([quiet, loud]), jax.random.key(2))
+    alarms = np.flatnonzero(np.asarray(outs.telemetry.regime_change_detected))
+    assert alarms.size, "a 20x jump in error scale must alarm"
+    for t in alarms:
+        if bool(outs.telemetry.emergency_mode[t]):
+            continue  # the circuit breaker takes precedence over the reset
+        np.testing.assert_allclose(np.asarray(outs.weights[t]), 0.5, rtol=0, atol=1e-15)
+        assert float(outs.telemetry.cusum_drift[t]) > float(outs.telemetry.adaptive_threshold[t])
+
+
+def test_collapse_warning_after_eleven_checks_mutes_kernel_b():
+    state = fp.init(THREE, jax.random.key(0))
+    _, outs = fp.predict(state, _random_walk(20, seed=3), jax.random.key(3))
+    warning = np.asarray(outs.telemetry.mode_collapse_warning)
+    assert not warning[:10].any()
+    assert warning[10:].all()  # the 11th consecutive collapsed check raises it
+    np.testing.assert_array_equal(np.asarray(outs.weights[10:, 1]), 0.0)
+    np.testing.assert_allclose(np.asarray(outs.weights.sum(axis=1)), 1.0, rtol=0, atol=1e-12)
+
+
+def test_dgm_entropy_is_nan_without_kernel_b():
+    _, outs = fp.predict(fp.init(TWO), _random_walk(5), jax.random.key(4))
+    assert np.isnan(np.asarray(outs.telemetry.dgm_entropy)).all()
