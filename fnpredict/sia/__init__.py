@@ -1,19 +1,25 @@
 """Singularity and regime identification: CWT, WTMM Hölder exponents, CUSUM.
 
-Names resolve lazily from their modules (``cwt.py``, ``wtmm.py``,
-``cusum.py``) so that importing one does not import the others.
+The functions are bound eagerly so that ``fp.sia.cwt`` and ``fp.sia.wtmm``
+are the functions (DESIGN §1), not the submodules of the same name; the
+modules stay importable as ``fnpredict.sia.cwt`` etc.
 """
 
-import importlib
+from .cusum import (
+    CusumInfo,
+    CusumState,
+    cusum_init,
+    cusum_reset,
+    cusum_threshold,
+    cusum_update,
+    rolling_kurtosis,
+    scale_score,
+)
+from .cwt import cwt, cwt_frequencies
+from .wtmm import HOLDER_SENTINEL, WTMMResult, holder_exponent, wtmm
 
-_MODULES = ("cwt", "wtmm", "cusum")
-
-
-def __getattr__(name):
-    if name in _MODULES:
-        return importlib.import_module(f".{name}", __name__)
-    for module_name in _MODULES:
-        module = importlib.import_module(f".{module_name}", __name__)
-        if name in getattr(module, "__all__", ()):
-            return getattr(module, name)
-    raise AttributeError(f"module 'fnpredict.sia' has no attribute {name!r}")
+__all__ = [
+    "cwt", "cwt_frequencies", "wtmm", "holder_exponent", "WTMMResult", "HOLDER_SENTINEL",
+    "CusumInfo", "CusumState", "cusum_init", "cusum_reset", "cusum_threshold", "cusum_update",
+    "rolling_kurtosis", "scale_score",
+]
