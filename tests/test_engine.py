@@ -108,8 +108,10 @@ def test_two_runs_are_bit_identical(warm, parity_run):
 
 def test_no_compilation_after_warmup(warm, parity_run):
     data, key, _, _ = parity_run
+    shifted = jax.block_until_ready(data + 0.001)  # new data, prepared outside the count
+    new_key = jax.random.key(99)
     with COUNTER as counter:
-        _, out = fp.predict(warm, data + 0.001, jax.random.key(99))
+        _, out = fp.predict(warm, shifted, new_key)
         out.prediction.block_until_ready()
     assert counter.count == 0, f"{counter.count} compilations in a warmed-up 500-step predict"
 
