@@ -98,7 +98,7 @@ class PredictorConfig:
     dgm_entropy_points: int = 64
     imex_grid: int = 96
     imex_steps: int = 2
-    imex_max_iter: int = 20
+    imex_max_iter: int = 4
     imex_tol: float = 1e-10
 
     def __post_init__(self):
