@@ -72,9 +72,11 @@ class PredictorConfig:
         signature_depth: truncation depth of the log-signature (kernel D).
         signature_window: points of the recent path kernel D reads.
         dgm_entropy_points: sample points of the DGM entropy monitor.
-        imex_grid: interior grid points of kernel C's PIDE solver.
+        imex_grid: grid nodes (ends included) of kernel C's PIDE solver.
         imex_steps: implicit-explicit time steps over the one-step horizon.
-        imex_max_iter: iteration cap of the Anderson fixed point.
+        imex_max_iter: iteration cap of the Anderson fixed point (4: kernel C's
+            one-step problem is linear and converges at the 2nd evaluation; under
+            vmap every slot runs, so a larger cap only costs time).
         imex_tol: tolerance of the Anderson fixed point.
     """
 

@@ -28,7 +28,8 @@ def kernel_class(name: str) -> type[AbstractKernel]:
 
 def __getattr__(name):
     # fp.kernels.levy etc. as attributes without importing every kernel eagerly.
-    if name in {"levy", "dgm", "imex", "signature"}:
+    if name in {"levy", "dgm", "imex", "signature", "pide", "levy_measures", "anderson",
+                "dgm_solver", "dgm_entropy", "dgm_hamiltonians"}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)
 
