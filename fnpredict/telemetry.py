@@ -25,7 +25,9 @@ class Telemetry(eqx.Module):
         kurtosis: kurtosis of the rolling error window (3 for Gaussian errors).
         adaptive_threshold: CUSUM threshold widened for heavy tails
             (≥ ``cusum_h``).
-        dgm_entropy: the DGM entropy monitor; NaN while kernel B is off.
+        dgm_entropy: the DGM entropy monitor, as the gap mean_t H[V(t)] − H[g]
+            in nats (0: the solution is as spread as the payoff; collapse when
+            below log ``dgm_collapse_gamma``); NaN while kernel B is off.
         free_energy: the JKO objective ⟨∇E, ρ⟩ + W_ε(ρ_prev, ρ)/τ at the weights
             the flow produced this step; NaN when the flow did not run (no
             error to learn from, degraded, emergency or alarm).

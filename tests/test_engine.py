@@ -234,7 +234,7 @@ def test_invalid_arguments_raise_clear_errors(warm):
         fp.step(warm, jnp.ones(3), jax.random.key(0))
     with pytest.raises(TypeError, match="key"):
         fp.predict(warm, jnp.ones(10), 42)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="channels"):
         fp.predict(warm, jnp.ones((10, 2)), jax.random.key(0))
     with pytest.raises(TypeError, match="PredictorConfig"):
         fp.init({"buffer_size": 64})
