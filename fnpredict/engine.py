@@ -23,7 +23,6 @@ serves ``scan`` and ``vmap`` alike. Diagnostics sit behind
 
 import functools
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np

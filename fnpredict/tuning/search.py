@@ -11,7 +11,6 @@ PostgreSQL beyond).
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optuna
