@@ -10,8 +10,9 @@ the order of DESIGN §2, for one asset:
 4. buffer update with y_t;
 5. Hölder exponent h_min of the buffer (WTMM);
 6. weights: frozen if degraded; else circuit breaker (h_min < threshold:
-   weight to kernel D, robust loss); else uniform reset on a CUSUM alarm;
-   else the JKO step; kernel B's weight forced to 0 under a collapse warning;
+   weight to kernel D, robust loss); else uniform reset on a CUSUM alarm or
+   when the breaker releases; else the JKO step; kernel B's weight forced to
+   0 under a collapse warning;
 7. kernel forecasts of y_{t+1} and their weighted sum;
 8. kernel updates;
 9. telemetry.
@@ -101,6 +102,7 @@ def init(config: PredictorConfig, key: PRNGKeyArray | None = None, hyperparams: 
         missing_streak=zero_int,
         fresh_streak=zero_int,
         degraded=jnp.zeros((), bool),
+        emergency=jnp.zeros((), bool),
         collapse_count=zero_int,
         kernel_states=tuple(kernel.init(hyperparams, dtype) for kernel in kernels),
     )
@@ -189,9 +191,13 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         jnp.arange(n_kernels) == emergency_index, 1.0 - floor * (n_kernels - 1), floor
     ).astype(dtype)
     uniform = jnp.full((n_kernels,), 1.0 / n_kernels, dtype)
-    flow_ran = error_valid & ~degraded & ~trip & ~alarm
+    # The emergency allocation is imposed, not learned: when the breaker
+    # releases (the window is regular again), the flow restarts from uniform
+    # weights instead of crawling back from the floor.
+    released = state.emergency & ~trip & observed
+    flow_ran = error_valid & ~degraded & ~trip & ~alarm & ~released
     weights = jnp.where(flow_ran, flow_weights, state.weights)
-    weights = jnp.where(alarm & ~trip, uniform, weights)
+    weights = jnp.where((alarm | released) & ~trip, uniform, weights)
     weights = jnp.where(trip, emergency_weights, weights)
     weights = jnp.where(degraded, state.weights, weights)
     cusum = jax.tree_util.tree_map(
@@ -247,6 +253,7 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         missing_streak=missing_streak.astype(jnp.int32),
         fresh_streak=fresh_streak.astype(jnp.int32),
         degraded=degraded,
+        emergency=jnp.where(observed, trip, state.emergency),
         collapse_count=collapse_count.astype(jnp.int32),
         kernel_states=kernel_states,
     )

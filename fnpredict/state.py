@@ -31,6 +31,7 @@ class PredictorState(eqx.Module):
         missing_streak: consecutive missing observations (staleness).
         fresh_streak: consecutive valid observations (recovery hysteresis).
         degraded: degraded-inference mode (weights frozen).
+        emergency: the circuit breaker was tripped at the previous step.
         collapse_count: consecutive collapsed DGM checks.
         kernel_states: each enabled kernel's learned state, in config order.
     """
@@ -49,5 +50,6 @@ class PredictorState(eqx.Module):
     missing_streak: Int[Array, ""]
     fresh_streak: Int[Array, ""]
     degraded: Bool[Array, ""]
+    emergency: Bool[Array, ""]
     collapse_count: Int[Array, ""]
     kernel_states: tuple

@@ -203,7 +203,7 @@ def test_staleness_degrades_freezes_and_recovers(warm, sp500):
 def test_jump_trips_circuit_breaker(warm, sp500):
     increments = np.diff(sp500[:WARMUP])
     sigma = np.std(increments)
-    path = sp500[WARMUP : WARMUP + 140].copy()
+    path = sp500[WARMUP : WARMUP + 330].copy()
     jump_at = 130
     path[jump_at:] += 10 * sigma
     _, outs = fp.predict(warm, path, jax.random.key(6))
@@ -215,6 +215,10 @@ def test_jump_trips_circuit_breaker(warm, sp500):
     d = CONFIG.kernel_index("signature")
     assert float(outs.weights[t, d]) >= 1 - CONFIG.n_kernels * float(fp.Hyperparams().weight_floor)
     assert int(outs.telemetry.loss_type[t]) == 1
+    # Once the jump has left the window the breaker releases and the weights
+    # restart from uniform.
+    release = t + np.flatnonzero(~emergency[t:])[0]
+    np.testing.assert_allclose(np.asarray(outs.weights[release]), 1.0 / CONFIG.n_kernels, rtol=0, atol=1e-15)
 
 
 def test_invalid_arguments_raise_clear_errors(warm):

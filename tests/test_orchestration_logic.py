@@ -107,3 +107,51 @@ def test_collapse_warning_after_eleven_checks_mutes_kernel_b():
 def test_dgm_entropy_is_nan_without_kernel_b():
     _, outs = fp.predict(fp.init(TWO), _random_walk(5), jax.random.key(4))
     assert np.isnan(np.asarray(outs.telemetry.dgm_entropy)).all()
+
+
+# The real kernels, with kernel B's shipped network made constant (its last
+# layer zeroed): the predictor must warn after 11 collapsed checks and mute B.
+# Kernels are fixed per config (jit caches by the state's structure, which holds
+# the config), so each variant gets its own config.
+REAL = {
+    collapsed: fp.PredictorConfig(kernels=("levy", "dgm", "signature"), buffer_size=40, scales=SCALES,
+                                  levy_window=30, dgm_entropy_points=32, ttl_max=7 + collapsed)
+    for collapsed in (True, False)
+}
+
+
+def _real_kernels(collapsed: bool):
+    from fnpredict.kernels.dgm import DGMKernel
+    from fnpredict.kernels.levy import LevyKernel
+    from fnpredict.kernels.signature import SignatureKernel
+
+    config = REAL[collapsed]
+    dgm = DGMKernel.from_config(config)
+    if collapsed:
+        network = eqx.tree_at(lambda n: n.mlp.layers[-1].weight, dgm.network,
+                              jnp.zeros_like(dgm.network.mlp.layers[-1].weight))
+        dgm = DGMKernel.from_config(config, network=network)
+    return (LevyKernel.from_config(config), dgm, SignatureKernel.from_config(config))
+
+
+@pytest.mark.parametrize("collapsed", [True, False])
+def test_real_dgm_collapse_in_the_predictor(monkeypatch, collapsed):
+    kernels = _real_kernels(collapsed)
+    real = engine.build_kernels
+    monkeypatch.setattr(engine, "build_kernels", lambda config: kernels if config == REAL[collapsed] else real(config))
+    values = 4.0 + _random_walk(60, seed=5)
+    state = fp.fit(fp.init(REAL[collapsed]), values[:30], jax.random.key(0))  # B's checks start with real data
+    _, outs = fp.predict(state, values[30:], jax.random.key(1))
+    warning = np.asarray(outs.telemetry.mode_collapse_warning)
+    if collapsed:
+        # 30 collapsed checks already happened during fit: the warning is on.
+        assert warning.all()
+        np.testing.assert_array_equal(np.asarray(outs.weights[:, 1]), 0.0)
+        fresh = fp.init(REAL[collapsed])
+        _, first = fp.predict(fresh, values[:20], jax.random.key(2))
+        first_warning = np.asarray(first.telemetry.mode_collapse_warning)
+        checks = np.cumsum(np.ones(20, int))
+        np.testing.assert_array_equal(first_warning, checks > 10)  # the 11th check raises it
+    else:
+        assert not warning.any()
+        assert float(np.min(np.asarray(outs.weights[:, 1]))) > 0.0
