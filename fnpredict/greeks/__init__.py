@@ -1,19 +1,21 @@
 """Greeks by Malliavin calculus (Bismut–Elworthy–Li), pathwise and finite differences.
 
-Names resolve lazily from their modules (``malliavin.py``)
-so that importing one does not import the others.
+Imported on first use of ``fp.greeks`` (it pulls in diffrax), not by
+``import fnpredict``.
 """
 
-import importlib
+from .malliavin import (
+    DEFAULT_RELATIVE_BUMP,
+    GreekEstimate,
+    TangentFlow,
+    finite_difference_delta,
+    malliavin_delta,
+    pathwise_delta,
+    pathwise_vega,
+    simulate_tangent_flow,
+)
 
-_MODULES = ("malliavin",)
-
-
-def __getattr__(name):
-    if name in _MODULES:
-        return importlib.import_module(f".{name}", __name__)
-    for module_name in _MODULES:
-        module = importlib.import_module(f".{module_name}", __name__)
-        if name in getattr(module, "__all__", ()):
-            return getattr(module, name)
-    raise AttributeError(f"module 'fnpredict.greeks' has no attribute {name!r}")
+__all__ = [
+    "GreekEstimate", "TangentFlow", "DEFAULT_RELATIVE_BUMP", "malliavin_delta", "pathwise_delta",
+    "finite_difference_delta", "pathwise_vega", "simulate_tangent_flow",
+]

@@ -1,19 +1,9 @@
-"""Weight orchestration: energies (losses) and the JKO Wasserstein gradient flow.
+"""Weight orchestration: energies (losses) and the JKO Wasserstein gradient flow."""
 
-Names resolve lazily from their modules (``losses.py``, ``jko.py``)
-so that importing one does not import the others.
-"""
+from .jko import JKOInfo, default_cost, entropic_transport_cost, jko_step, proximal_coupling
+from .losses import LOSS_HUBER, LOSS_MSE, STANDARDIZED_ERROR_CAP, energy_gradient, huber, mse
 
-import importlib
-
-_MODULES = ("losses", "jko")
-
-
-def __getattr__(name):
-    if name in _MODULES:
-        return importlib.import_module(f".{name}", __name__)
-    for module_name in _MODULES:
-        module = importlib.import_module(f".{module_name}", __name__)
-        if name in getattr(module, "__all__", ()):
-            return getattr(module, name)
-    raise AttributeError(f"module 'fnpredict.orchestrator' has no attribute {name!r}")
+__all__ = [
+    "JKOInfo", "jko_step", "default_cost", "entropic_transport_cost", "proximal_coupling",
+    "LOSS_MSE", "LOSS_HUBER", "STANDARDIZED_ERROR_CAP", "mse", "huber", "energy_gradient",
+]
