@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/fnpredict backtest --out out/demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check fnpredict tests benchmarks examples scripts
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)

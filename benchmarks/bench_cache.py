@@ -16,7 +16,8 @@ import jax, jax.numpy as jnp
 import fnpredict as fp
 from fnpredict.runtime.cache import enable_compilation_cache
 enable_compilation_cache(sys.argv[1])
-config = fp.PredictorConfig(kernels=tuple(sys.argv[2].split("+")) if sys.argv[2] != "default" else fp.config.KERNEL_NAMES)
+kernels = tuple(sys.argv[2].split("+")) if sys.argv[2] != "default" else fp.config.KERNEL_NAMES
+config = fp.PredictorConfig(kernels=kernels)
 state = fp.init(config, jax.random.key(0))
 start = time.perf_counter()
 state, out = fp.step(state, jnp.asarray(1.0), jax.random.key(1))
@@ -30,7 +31,8 @@ def main():
     with tempfile.TemporaryDirectory() as cache:
         times = []
         for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", CHILD, cache, kernels], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-c", CHILD, cache, kernels],
+                                 capture_output=True, text=True, check=True)
             times.append(json.loads(out.stdout.strip().splitlines()[-1])["first_step_s"])
     print(f"first step, empty cache   {times[0]:8.2f} s")
     print(f"first step, warm cache    {times[1]:8.2f} s")

@@ -22,7 +22,9 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+local"
 
-_LAZY_SUBMODULES = {"sia", "kernels", "orchestrator", "greeks", "tuning", "runtime", "data", "cli", "engine", "state", "telemetry"}
+_LAZY_SUBMODULES = {
+    "sia", "kernels", "orchestrator", "greeks", "tuning", "runtime", "data", "cli", "engine", "state", "telemetry",
+}
 _LAZY_ATTRIBUTES = {
     "PredictorState": "state",
     "StepOutput": "telemetry",

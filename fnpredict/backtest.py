@@ -231,7 +231,8 @@ def write_predictions_csv(path: str | os.PathLike, result: BacktestResult) -> No
             row += [repr(float(v)) for v in result.weights[t]]
             for field in SCALAR_FIELDS:
                 value = telemetry[field][t]
-                row.append(int(value) if value.dtype == bool or np.issubdtype(value.dtype, np.integer) else repr(float(value)))
+                integral = value.dtype == bool or np.issubdtype(value.dtype, np.integer)
+                row.append(int(value) if integral else repr(float(value)))
             row += [int(v) for v in telemetry["kernel_fallback"][t]]
             row += [int(v) for v in telemetry["kernel_converged"][t]]
             writer.writerow(row)

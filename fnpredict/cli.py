@@ -46,7 +46,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="CSV file (default: the bundled S&P 500 daily closes)")
-    parser.add_argument("--column", default="close", help="numeric column(s) to read, comma-separated (channel 0 first)")
+    parser.add_argument("--column", default="close",
+                        help="numeric column(s) to read, comma-separated (channel 0 first)")
     parser.add_argument("--date-column", default="date", help="label column (default 'date')")
     parser.add_argument("--raw", action="store_true", help="use the values as they are (default: log levels)")
     parser.add_argument("--limit", type=int, default=None, help="use only the last N rows")

@@ -54,10 +54,14 @@ def _check_key(key) -> None:
     if not isinstance(key, jax.Array) or not (
         jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape == (2,))
     ):
-        raise TypeError(f"key must be a JAX PRNG key (jax.random.key(seed)), got {type(key).__name__} {getattr(key, 'dtype', '')}")
+        raise TypeError(
+            f"key must be a JAX PRNG key (jax.random.key(seed)), got {type(key).__name__} {getattr(key, 'dtype', '')}"
+        )
 
 
-def init(config: PredictorConfig, key: PRNGKeyArray | None = None, hyperparams: Hyperparams | None = None) -> PredictorState:
+def init(
+    config: PredictorConfig, key: PRNGKeyArray | None = None, hyperparams: Hyperparams | None = None
+) -> PredictorState:
     """A fresh predictor state.
 
     Args:

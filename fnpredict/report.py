@@ -54,7 +54,8 @@ def write_report(path: str | os.PathLike, result: BacktestResult, title: str = "
     ax.axhline(threshold, color="tab:red", lw=1, ls="--", label=f"threshold {threshold:g}")
     trips = telemetry["emergency_mode"]
     if np.any(trips):
-        ax.scatter(x[trips], telemetry["holder_exponent"][trips], s=6, color="tab:red", zorder=3, label="circuit breaker")
+        ax.scatter(x[trips], telemetry["holder_exponent"][trips], s=6, color="tab:red", zorder=3,
+                   label="circuit breaker")
     ax.set_ylabel("h_min")
     ax.legend(loc="upper left", fontsize=8)
 

@@ -130,8 +130,10 @@ def test_vmap_over_assets_equals_loop(sp500):
         _, single = fp.predict(state, data[:, asset], key)
         # vmap vs a single call is not bitwise equal in XLA; 1e-10 is the float64
         # parity we guarantee (DESIGN §5).
-        np.testing.assert_allclose(np.asarray(batched.prediction[asset]), np.asarray(single.prediction), rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(np.asarray(batched.weights[asset]), np.asarray(single.weights), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(batched.prediction[asset]), np.asarray(single.prediction),
+                                   rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(batched.weights[asset]), np.asarray(single.weights),
+                                   rtol=1e-10, atol=1e-10)
 
 
 def test_hyperparameter_population_is_one_compilation(sp500):

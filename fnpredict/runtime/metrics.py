@@ -36,7 +36,9 @@ class TelemetryMetrics:
         telemetry = output.telemetry
         record = {
             "prediction": float(np.asarray(output.prediction)),
-            "kernel_predictions": {n: float(v) for n, v in zip(self.kernel_names, np.asarray(output.kernel_predictions))},
+            "kernel_predictions": {
+                n: float(v) for n, v in zip(self.kernel_names, np.asarray(output.kernel_predictions))
+            },
             "weights": {n: float(v) for n, v in zip(self.kernel_names, np.asarray(output.weights))},
         }
         self.steps.inc()
@@ -46,7 +48,12 @@ class TelemetryMetrics:
             self.kernel_predictions.labels(kernel=name).set(record["kernel_predictions"][name])
         for name in SCALAR_FIELDS:
             value = np.asarray(getattr(telemetry, name))
-            python_value = bool(value) if value.dtype == bool else (int(value) if np.issubdtype(value.dtype, np.integer) else float(value))
+            if value.dtype == bool:
+                python_value = bool(value)
+            elif np.issubdtype(value.dtype, np.integer):
+                python_value = int(value)
+            else:
+                python_value = float(value)
             record[name] = python_value
             self.scalars[name].set(float(value))
             if name in _EVENT_FIELDS and python_value:

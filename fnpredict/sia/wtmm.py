@@ -32,7 +32,8 @@ gaus1 cannot see), and it keeps a jump near the end of the buffer a clean
 jump (``h = 0``) at every scale. Zero extension (``pywt``'s) would put a step
 of the signal's level at each end, and odd or even reflection would turn a
 jump ``k`` samples from the end into a pair of jumps (same sign, or opposite)
-that merge at scales above ``k``, changing the exponent the jump reads as. With this extension no cone of influence needs to be discarded, which
+that merge at scales above ``k``, changing the exponent the jump reads as.
+With this extension no cone of influence needs to be discarded, which
 matters here: the newest samples, at the right edge, are the ones the
 predictor must watch.
 """

@@ -49,7 +49,8 @@ def make_windows(data, n_windows: int, train: int | None = None) -> tuple[np.nda
     train = length // 2 if train is None else train
     if length < 4 or not (1 <= train < length - 1):
         raise ValueError(
-            f"{data.shape[0]} steps in {n_windows} windows leaves {length} per window; train={train} must be in [1, {length - 2}]"
+            f"{data.shape[0]} steps in {n_windows} windows leaves {length} per window; "
+            f"train={train} must be in [1, {length - 2}]"
         )
     windows = np.stack([data[i * length : (i + 1) * length] for i in range(n_windows)])
     return windows, train
@@ -88,7 +89,9 @@ def _score_windows(config, train, hyperparams, windows, key):
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _score_population(config, train, population, windows, key):
     keys = jax.random.split(key, windows.shape[0])
-    per_member = lambda hp: jax.vmap(lambda w, k: _score_window(config, train, hp, w, k))(windows, keys)
+    def per_member(hp):
+        return jax.vmap(lambda w, k: _score_window(config, train, hp, w, k))(windows, keys)
+
     return jax.vmap(per_member)(population)
 
 

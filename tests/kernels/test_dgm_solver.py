@@ -304,7 +304,7 @@ def test_trained_network_is_healthy_and_constant_one_collapses(trained_lq):
     network, _, _ = trained_lq
     problem = lq_problem()
     dtype = network.dtype
-    problem = jax.tree_util.tree_map(lambda l: l.astype(dtype) if eqx.is_inexact_array(l) else l, problem)
+    problem = jax.tree_util.tree_map(lambda leaf: leaf.astype(dtype) if eqx.is_inexact_array(leaf) else leaf, problem)
     x_points = sample_box(jax.random.key(5), problem.x_lower, problem.x_upper, 128)
     params = jnp.zeros((128, 0), dtype)
     nodes, weights = gauss_legendre_nodes(3, 1.0, dtype)
