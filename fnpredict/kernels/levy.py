@@ -278,7 +278,7 @@ class StableEstimate(eqx.Module):
         location: δ₀, the S0 location (McCulloch's ζ).
         valid: False when there were fewer than ``MIN_INCREMENTS`` valid
             increments or the interquartile range was not above
-            ``scale_floor``; the other fields then hold the placeholders
+            ``scale_floor``; the other fields then hold the sentinels
             α = 2, β = 0, γ = 0, δ = 0.
     """
 

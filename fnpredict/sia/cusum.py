@@ -161,7 +161,7 @@ def cusum_init(window: int, dtype=jnp.float64) -> CusumState:
         dtype: floating dtype of the state.
 
     Returns:
-        The initial :class:`CusumState` (``σ = 1`` as a placeholder; the first
+        The initial :class:`CusumState` (``σ = 1`` until the first
         error replaces it).
 
     Raises:
