@@ -25,7 +25,7 @@ def main(steps: int = 300, n_assets: int = 4):
     series = jnp.stack([jnp.asarray(prices[i * 500 : i * 500 + steps]) for i in range(n_assets)], axis=1)
     states = jax.vmap(lambda _: fp.init(config))(jnp.arange(n_assets))
     keys = jax.random.split(key, steps)
-    run = jax.jit(jax.vmap(lambda s, d: fp.engine._scan(s, d, keys), in_axes=(0, 1)))
+    run = jax.jit(jax.vmap(lambda s, d: fp.engine.scan(s, d, keys), in_axes=(0, 1)))
     _, batched = run(states, series)
     print("last forecast per asset:", np.round(np.asarray(batched.prediction[:, -1]), 4))
 

@@ -11,6 +11,8 @@ Two kinds of value, two places (see STYLE.md):
 """
 
 import dataclasses
+import hashlib
+import json
 import math
 from typing import ClassVar
 
@@ -20,6 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .params import HyperparameterGroup, HyperparameterSpec, as_leaf
+
+#: The default kernel set (DESIGN §1); any registered name or kernel object may be used.
 KERNEL_NAMES: tuple[str, ...] = ("levy", "dgm", "imex", "signature")
 WAVELETS: tuple[str, ...] = ("gaus1", "mexh")
 JKO_MODES: tuple[str, ...] = ("faithful", "proximal")
@@ -49,8 +54,22 @@ class PredictorConfig:
         buffer_size: length N of the sliding observation window (>= 32).
         n_channels: d, the number of channels of an observation; channel 0 is
             the target, all channels feed the signature path.
-        kernels: which kernels are on, a non-empty subset of
-            ``("levy", "dgm", "imex", "signature")`` in that order; K follows.
+        kernels: the kernels, in column order (K follows): built-in names
+            (``"levy"``, ``"dgm"``, ``"imex"``, ``"signature"``,
+            ``"persistence"``; see :func:`fnpredict.kernels.registered`) built
+            with this config's settings, and/or kernel objects
+            (:class:`~fnpredict.kernels.AbstractKernel` instances, e.g.
+            ``fp.kernels.LevyKernel(n_paths=512, window=64)`` or a kernel of
+            your own). Names must be unique.
+        rule: the weight rule: a name (``"jko"``, the default, means the
+            JKO flow in ``jko_mode``; see :func:`fnpredict.orchestrator.registered`)
+            or an :class:`~fnpredict.orchestrator.AbstractWeightRule` object.
+        guards: the guards, by name or as objects
+            (:class:`~fnpredict.guards.AbstractGuard`); ``None`` (default) means
+            all built-in ones (:data:`fnpredict.guards.DEFAULT_GUARDS`), ``()``
+            none. They are applied in their documented order of precedence
+            (:mod:`fnpredict.guards`), whatever the order given; switching one
+            off is an ablation.
         dtype: ``"float64"`` (default) or ``"float32"``.
         wavelet: ``"gaus1"`` or ``"mexh"`` for the CWT.
         scales: CWT scales in samples, strictly increasing, >= 1.
@@ -82,7 +101,9 @@ class PredictorConfig:
 
     buffer_size: int = 128
     n_channels: int = 1
-    kernels: tuple[str, ...] = KERNEL_NAMES
+    kernels: tuple = dataclasses.field(default=KERNEL_NAMES, compare=False)
+    rule: object = dataclasses.field(default="jko", compare=False)
+    guards: tuple | None = dataclasses.field(default=None, compare=False)
     dtype: str = "float64"
     wavelet: str = "gaus1"
     scales: tuple[float, ...] = dataclasses.field(default_factory=_default_scales)
@@ -111,17 +132,6 @@ class PredictorConfig:
 
         positive_int("buffer_size", 32)
         positive_int("n_channels", 1)
-        kernels = tuple(self.kernels) if not isinstance(self.kernels, str) else (self.kernels,)
-        object.__setattr__(self, "kernels", kernels)
-        if not kernels:
-            _fail("kernels", f"needs at least one of {KERNEL_NAMES}")
-        unknown = [k for k in kernels if k not in KERNEL_NAMES]
-        if unknown:
-            _fail("kernels", f"unknown kernel(s) {unknown}; choose from {KERNEL_NAMES}")
-        if len(set(kernels)) != len(kernels):
-            _fail("kernels", f"duplicates in {kernels}")
-        # A canonical order keeps K's meaning (and the weights' columns) stable.
-        object.__setattr__(self, "kernels", tuple(k for k in KERNEL_NAMES if k in kernels))
         if self.dtype not in ("float64", "float32"):
             _fail("dtype", f"must be 'float64' or 'float32', got {self.dtype!r}")
         if self.wavelet not in WAVELETS:
@@ -167,54 +177,177 @@ class PredictorConfig:
         positive_int("imex_max_iter", 1)
         if not (isinstance(self.imex_tol, (float, int)) and 0 < self.imex_tol < 1):
             _fail("imex_tol", f"must be in (0, 1), got {self.imex_tol!r}")
+        # Components last: building them reads the settings validated above.
+        from .components import resolve_components
+
+        kernels, rule, guards = resolve_components(self)
+        object.__setattr__(self, "kernels", tuple(
+            item if isinstance(item, str) else obj for item, obj in zip(self._kernel_spec(), kernels)
+        ))
+        object.__setattr__(self, "_kernel_objects", kernels)
+        object.__setattr__(self, "_rule_object", rule)
+        object.__setattr__(self, "_guard_objects", guards)
+        object.__setattr__(self, "_identity", (
+            tuple(fingerprint(k) for k in kernels), fingerprint(rule), tuple(fingerprint(g) for g in guards),
+        ))
+
+    # Set in __post_init__: the component objects, and the key that equality
+    # and hashing use for them (the config is part of every compiled step's
+    # signature, so two configs are "the same program" exactly when their
+    # fields and their components' fingerprints agree).
+    _kernel_objects: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
+    _rule_object: object = dataclasses.field(init=False, repr=False, compare=False, default=None)
+    _guard_objects: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
+    _identity: tuple = dataclasses.field(init=False, repr=False, compare=True, default=())
+
+    def _kernel_spec(self) -> tuple:
+        return tuple(self.kernels) if not isinstance(self.kernels, (str, bytes)) else (self.kernels,)
+
+    @property
+    def kernel_objects(self) -> tuple:
+        """The kernel objects, in column order (built once, with this config's settings for names)."""
+        return self._kernel_objects
+
+    @property
+    def kernel_names(self) -> tuple[str, ...]:
+        """Each kernel's ``name``, in column order."""
+        return tuple(k.name for k in self._kernel_objects)
+
+    @property
+    def rule_object(self):
+        """The weight rule object."""
+        return self._rule_object
+
+    @property
+    def guard_objects(self) -> tuple:
+        """The guard objects, in order of application (lowest precedence first)."""
+        return self._guard_objects
+
+    def describe(self) -> dict:
+        """A JSON-able description (snapshot headers, reports): fields, component names and fingerprints."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name.startswith("_") or f.name in ("kernels", "rule", "guards"):
+                continue
+            out[f.name] = getattr(self, f.name)
+        out["kernels"] = list(self.kernel_names)
+        out["rule"] = self._rule_object.name
+        out["guards"] = [g.name for g in self._guard_objects]
+        out["components"] = repr(self._identity)
+        return json.loads(json.dumps(out))
 
     @property
     def n_kernels(self) -> int:
-        return len(self.kernels)
+        return len(self._kernel_objects)
 
     @property
     def jnp_dtype(self):
         return jnp.float64 if self.dtype == "float64" else jnp.float32
 
     def kernel_index(self, name: str) -> int:
-        """Column of kernel ``name`` in the weights, or -1 when it is off."""
-        return self.kernels.index(name) if name in self.kernels else -1
-
-    @property
-    def emergency_kernel(self) -> int:
-        """The kernel the circuit breaker moves the weight to: D if on, else the last."""
-        index = self.kernel_index("signature")
-        return index if index >= 0 else self.n_kernels - 1
+        """Column of the kernel named ``name`` in the weights, or -1 when it is off."""
+        names = self.kernel_names
+        return names.index(name) if name in names else -1
 
     def replace(self, **changes) -> "PredictorConfig":
         return dataclasses.replace(self, **changes)
 
 
-# name -> (default, lower, upper, lower_open, upper_open, meaning)
-_HYPERPARAMETER_SPEC: dict[str, tuple[float, float, float, bool, bool, str]] = {
-    "sinkhorn_epsilon": (0.2, 0.0, math.inf, True, True, "entropic regularisation of the JKO Sinkhorn"),
-    "jko_tau": (0.5, 0.0, math.inf, True, True, "JKO time step (step size of the weight flow)"),
-    "holder_threshold": (0.1, -math.inf, math.inf, True, True, "circuit breaker trips when h_min < this"),
-    "cusum_h": (8.0, 0.0, math.inf, True, True, "CUSUM threshold, in standardized-error units"),
-    "cusum_k": (0.5, 0.0, math.inf, False, True, "CUSUM slack per step, standardized units"),
-    "error_alpha": (0.02, 0.0, 1.0, True, False, "EMA rate of the error variance"),
-    "besov_c": (2.0, 0.0, math.inf, True, True, "cone-of-influence radius factor of WTMM linking"),
-    "huber_delta_scale": (1.345, 0.0, math.inf, True, True, "Huber delta in units of the error sigma"),
-    "weight_floor": (1e-6, 0.0, 0.1, True, False, "weight left on the other kernels in emergency"),
-    "rls_forgetting": (0.995, 0.0, 1.0, True, False, "RLS forgetting factor of kernel D"),
-    "rls_ridge": (1.0, 0.0, math.inf, True, True, "initial ridge (P0 = I/ridge) of kernel D"),
-    "dgm_collapse_gamma": (0.5, 0.0, 1.0, True, False, "collapse when mean H[V] < gamma * H[g]"),
-    "imex_jump_threshold": (4.0, 0.0, math.inf, True, True, "jump if |increment| > this * MAD-sigma"),
+_FINGERPRINTS: dict[int, tuple] = {}
+
+
+def fingerprint(component) -> tuple:
+    """The value identity of a component (kernel, rule, guard) or of a name.
+
+    Its type, its static structure (the PyTree definition, which includes the
+    static fields) and a SHA-256 of its array leaves: two kernels with the same
+    settings and the same weights compare equal, so they share one compiled
+    step; any difference compiles a new one. Cached per object (components are
+    immutable), so hashing a config inside ``jit``'s cache lookup stays cheap.
+    """
+    if isinstance(component, str):
+        return ("name", component)
+    cached = _FINGERPRINTS.get(id(component))
+    if cached is not None and cached[0] is component:
+        return cached[1]
+    leaves, treedef = jax.tree_util.tree_flatten(component)
+    digest = hashlib.sha256()
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):
+            raise TypeError(
+                f"{type(component).__name__} holds a traced array: build kernels, rules and guards outside "
+                "jit/grad/vmap (their arrays are constants of the compiled step)"
+            )
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            array = np.asarray(leaf)
+            digest.update(f"{array.shape}{array.dtype}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        else:
+            digest.update(repr(leaf).encode())
+    key = (type(component).__module__, type(component).__qualname__, str(treedef), digest.hexdigest())
+    _FINGERPRINTS[id(component)] = (component, key)
+    return key
+
+
+# The predictor-level hyperparameters (orchestration and guards). The kernels'
+# and rules' own hyperparameters are declared by each component
+# (``AbstractKernel.hyperparameters``) and nested under its name.
+# name -> (default, lower, upper, lower_open, upper_open, meaning, differentiable)
+_HYPERPARAMETER_SPEC: dict[str, tuple] = {
+    "sinkhorn_epsilon": (0.2, 0.0, math.inf, True, True, "entropic regularisation of the JKO Sinkhorn", True),
+    "jko_tau": (0.5, 0.0, math.inf, True, True, "JKO time step (step size of the weight flow)", True),
+    "holder_threshold": (0.1, -math.inf, math.inf, True, True, "circuit breaker trips when h_min < this", False),
+    "cusum_h": (8.0, 0.0, math.inf, True, True, "CUSUM threshold, in standardized-error units", False),
+    "cusum_k": (0.5, 0.0, math.inf, False, True, "CUSUM slack per step, standardized units", False),
+    "error_alpha": (0.02, 0.0, 1.0, True, False, "EMA rate of the error variance", True),
+    "besov_c": (2.0, 0.0, math.inf, True, True, "cone-of-influence radius factor of WTMM linking", False),
+    "huber_delta_scale": (1.345, 0.0, math.inf, True, True, "Huber delta in units of the error sigma", True),
+    "weight_floor": (1e-6, 0.0, 0.1, True, False, "weight left on the other kernels in emergency", True),
 }
+
+
+def _builtin_groups(dtype) -> dict:
+    """Default hyperparameter groups of the registered built-in kernels that declare any."""
+    from .kernels import registered, kernel_class
+
+    groups = {}
+    for name in registered():
+        cls = kernel_class(name)
+        if cls.hyperparameters:
+            groups[name] = HyperparameterGroup.build(name, cls.hyperparameters, dtype)
+    return groups
+
+
+def _flat_owner(name: str):
+    """The built-in component owning the flat hyperparameter ``name`` (DESIGN §1 names), or None."""
+    from .kernels import registered, kernel_class
+
+    for owner in registered():
+        if any(spec[0] == name for spec in kernel_class(owner).hyperparameters):
+            return owner
+    return None
 
 
 class Hyperparams(eqx.Module):
     """Every continuous, tunable number: float array leaves, traced and vmappable.
 
+    Predictor-level fields (``jko_tau``, ``cusum_h``, ...) are attributes;
+    each component's own hyperparameters form a
+    :class:`~fnpredict.params.HyperparameterGroup` in ``components`` under
+    the component's name. The built-in kernels' values are also reachable
+    flat, under their DESIGN §1 names: ``Hyperparams(rls_forgetting=0.99)``
+    sets ``components["signature"].rls_forgetting`` and
+    ``hp.rls_forgetting`` reads it. ``fp.init`` adds the default group of any
+    component of its config that ``components`` lacks, so a custom kernel's
+    hyperparameters need not be given.
+
     Each field has a documented range (``Hyperparams.spec()``); out-of-range
     values raise ``ValueError`` naming the field when the values are concrete.
-    Leaves may carry leading batch axes (a population): ``jax.vmap(fp.init,
-    in_axes=(None, None, 0))``.
+    Leaves may carry leading batch axes (a population):
+    ``jax.vmap(fp.init, in_axes=(None, None, 0))``.
+
+    Attributes:
+        components: component name -> its hyperparameter group.
     """
 
     sinkhorn_epsilon: Float[Array, "..."]
@@ -226,54 +359,93 @@ class Hyperparams(eqx.Module):
     besov_c: Float[Array, "..."]
     huber_delta_scale: Float[Array, "..."]
     weight_floor: Float[Array, "..."]
-    rls_forgetting: Float[Array, "..."]
-    rls_ridge: Float[Array, "..."]
-    dgm_collapse_gamma: Float[Array, "..."]
-    imex_jump_threshold: Float[Array, "..."]
+    components: dict
 
     SPEC: ClassVar[dict] = _HYPERPARAMETER_SPEC
 
-    def __init__(self, dtype=jnp.float64, **values):
-        unknown = set(values) - set(_HYPERPARAMETER_SPEC)
-        if unknown:
-            raise ValueError(
-                f"Hyperparams: unknown field(s) {sorted(unknown)}; known: {sorted(_HYPERPARAMETER_SPEC)}"
-            )
+    def __init__(self, dtype=jnp.float64, components: dict | None = None, **values):
+        groups = _builtin_groups(dtype)
+        for name, group in (components or {}).items():
+            if not isinstance(group, HyperparameterGroup):
+                raise TypeError(f"Hyperparams.components[{name!r}] must be a HyperparameterGroup, got {type(group)}")
+            groups[name] = group
+        flat_changes: dict[str, dict] = {}
+        for name in list(values):
+            if name in _HYPERPARAMETER_SPEC:
+                continue
+            owner = _flat_owner(name)
+            if owner is None:
+                known = sorted(set(_HYPERPARAMETER_SPEC) | set(_flat_names()))
+                raise ValueError(f"Hyperparams: unknown field(s) [{name!r}]; known: {known}")
+            flat_changes.setdefault(owner, {})[name] = values.pop(name)
+        for owner, changes in flat_changes.items():
+            groups[owner] = groups[owner].replace(**changes)
         for name, spec in _HYPERPARAMETER_SPEC.items():
-            value = values.get(name, spec[0])
-            if isinstance(value, jax.core.Tracer):
-                setattr(self, name, value.astype(dtype))
-            else:
-                setattr(self, name, jnp.asarray(value, dtype=dtype))
+            setattr(self, name, as_leaf(values.get(name, spec[0]), dtype))
+        self.components = groups
 
     def __check_init__(self):
         self.validate()
 
+    def __getattr__(self, name):
+        # Flat read access to the components' values (DESIGN §1 names); only
+        # reached when normal lookup fails.
+        if name == "components" or name.startswith("__"):
+            raise AttributeError(name)
+        for group in self.__dict__.get("components", {}).values():
+            if name in group.values:
+                return group.values[name]
+        raise AttributeError(f"Hyperparams has no field {name!r}")
+
+    def component(self, name: str) -> HyperparameterGroup:
+        """The hyperparameter group of the component ``name`` (an empty group if it declares none)."""
+        group = self.components.get(name)
+        return group if group is not None else HyperparameterGroup(owner=name, spec=(), values={})
+
+    def with_defaults(self, components) -> "Hyperparams":
+        """A copy with the default group of every component in ``components`` that lacks one."""
+        missing = {c.name: c.default_hyperparams(self.sinkhorn_epsilon.dtype) for c in components
+                   if c.hyperparameters and c.name not in self.components}
+        if not missing:
+            return self
+        return eqx.tree_at(lambda hp: hp.components, self, {**self.components, **missing})
+
     def validate(self) -> "Hyperparams":
         """Raise ``ValueError`` naming the first out-of-range field (concrete values only)."""
-        for name, (_, lower, upper, lower_open, upper_open, meaning) in _HYPERPARAMETER_SPEC.items():
-            value = getattr(self, name)
-            if isinstance(value, jax.core.Tracer):
-                continue
-            array = np.asarray(value)
-            if not np.all(np.isfinite(array)):
-                raise ValueError(f"Hyperparams.{name} ({meaning}) must be finite, got {array}")
-            too_low = np.any(array <= lower) if lower_open else np.any(array < lower)
-            too_high = np.any(array >= upper) if upper_open else np.any(array > upper)
-            if too_low or too_high:
-                left = "(" if lower_open else "["
-                right = ")" if upper_open else "]"
-                raise ValueError(
-                    f"Hyperparams.{name} ({meaning}) must lie in {left}{lower}, {upper}{right}, got {array}"
-                )
+        for name, spec in _HYPERPARAMETER_SPEC.items():
+            HyperparameterSpec(name, *spec).check(getattr(self, name), "Hyperparams")
+        for group in self.components.values():
+            group.validate()
         return self
 
     @classmethod
-    def spec(cls) -> dict[str, tuple[float, float, float, bool, bool, str]]:
-        """Default, bounds, openness and meaning of each field."""
-        return dict(_HYPERPARAMETER_SPEC)
+    def spec(cls) -> dict[str, tuple]:
+        """Default, bounds, openness, meaning and differentiability of each flat field (built-in kernels' included)."""
+        out = {name: tuple(spec) for name, spec in _HYPERPARAMETER_SPEC.items()}
+        from .kernels import registered, kernel_class
+
+        for owner in registered():
+            for spec in kernel_class(owner).hyperparameters:
+                out[spec[0]] = tuple(spec[1:])
+        return out
 
     def replace(self, **values) -> "Hyperparams":
+        """A copy with some flat fields changed (predictor-level or built-in kernels' names)."""
+        dtype = self.sinkhorn_epsilon.dtype
         current = {name: getattr(self, name) for name in _HYPERPARAMETER_SPEC}
-        current.update(values)
-        return Hyperparams(dtype=self.sinkhorn_epsilon.dtype, **current)
+        groups = dict(self.components)
+        for name, value in values.items():
+            if name in _HYPERPARAMETER_SPEC:
+                current[name] = value
+                continue
+            owner = next((o for o, g in groups.items() if name in g.values), None)
+            if owner is None:
+                raise ValueError(f"Hyperparams: unknown field {name!r}")
+            groups[owner] = groups[owner].replace(**{name: value})
+        return Hyperparams(dtype=dtype, components=groups, **current)
+
+
+def _flat_names() -> list[str]:
+    from .kernels import registered, kernel_class
+
+    return [spec[0] for owner in registered() for spec in kernel_class(owner).hyperparameters]

@@ -1,28 +1,26 @@
 """Wiring: ``init``, ``step``, ``fit``, ``predict``.
 
-This module only connects components (like blackjax's ``hmc.py``); the
-numerics live in ``sia/``, ``orchestrator/`` and ``kernels/``. One step, in
+This module only connects components (like blackjax's ``hmc.py``): the
+kernels (:mod:`fnpredict.kernels`), the weight rule
+(:mod:`fnpredict.orchestrator`), the guards (:mod:`fnpredict.guards`) and the
+identification signals (:mod:`fnpredict.sia`) are all values of the config,
+and the policy lives in the guards' precedence table, not here. One step, in
 the order of DESIGN §2, for one asset:
 
 1. error e_t = y_t − ŷ_t (skipped when y_t is missing);
 2. CUSUM on the standardized error, kurtosis window, adaptive threshold;
-3. energy gradient ∇E of the previous kernel forecasts against y_t;
+3. the losses of the previous kernel forecasts against y_t (the rule's input);
 4. buffer update with y_t;
 5. Hölder exponent h_min of the buffer (WTMM);
-6. weights: frozen if degraded; else circuit breaker (h_min < threshold:
-   weight to kernel D, robust loss); else uniform reset on a CUSUM alarm or
-   when the breaker releases; else the JKO step; kernel B's weight forced to
-   0 under a collapse warning;
-7. kernel forecasts of y_{t+1} and their weighted sum;
-8. kernel updates;
-9. telemetry.
+6. each kernel learns from y_t and forecasts y_{t+1} (one call per kernel);
+7. the weight rule proposes weights, the guards may override them;
+8. prediction = weights · kernel forecasts;
+9. a non-finite value never enters the carry; telemetry.
 
 Every branch is ``jnp.where`` / ``lax.select`` on data, so one compiled step
 serves ``scan`` and ``vmap`` alike. Diagnostics sit behind
 ``lax.stop_gradient``.
 """
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -30,24 +28,15 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .config import Hyperparams, PredictorConfig
-from .kernels import History, kernel_class
-from .orchestrator.jko import jko_step
-from .orchestrator.losses import energy_gradient
+from .guards import Decision, Signals
+from .kernels import History
+from .orchestrator import RuleInput
+from .orchestrator.losses import energy_gradient, linearized_losses
+from .results import step_result
 from .sia.cusum import cusum_init, cusum_reset, cusum_update
 from .sia.wtmm import holder_exponent
 from .state import PredictorState
-from .telemetry import LOSS_HUBER, LOSS_MSE, StepOutput, Telemetry
-
-# More than this many consecutive collapsed DGM checks raise the warning
-# (DESIGN §3 / the seed's monitor: "> 10").
-COLLAPSE_PATIENCE = 10
-
-
-@functools.lru_cache(maxsize=None)
-def build_kernels(config: PredictorConfig) -> tuple:
-    """The enabled kernels for a config, built once per config (they may hold
-    shipped weights, which must not be copied into every asset's state)."""
-    return tuple(kernel_class(name).from_config(config) for name in config.kernels)
+from .telemetry import LOSS_MSE, StepOutput, Telemetry
 
 
 def _check_key(key) -> None:
@@ -88,7 +77,7 @@ def init(
         raise TypeError(f"hyperparams must be a Hyperparams, got {type(hyperparams).__name__}")
     hyperparams = hyperparams.validate()
     hyperparams = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), hyperparams)
-    kernels = build_kernels(config)
+    hyperparams = hyperparams.with_defaults(config.kernel_objects + (config.rule_object,))
     n_kernels = config.n_kernels
     zero_int = jnp.zeros((), jnp.int32)
     return PredictorState(
@@ -102,13 +91,11 @@ def init(
         weights=jnp.full((n_kernels,), 1.0 / n_kernels, dtype),
         cusum=cusum_init(config.cusum_window, dtype),
         loss_type=jnp.asarray(LOSS_MSE, jnp.int32),
-        calm_streak=zero_int,
-        missing_streak=zero_int,
-        fresh_streak=zero_int,
-        degraded=jnp.zeros((), bool),
-        emergency=jnp.zeros((), bool),
-        collapse_count=zero_int,
-        kernel_states=tuple(kernel.init(hyperparams, dtype) for kernel in kernels),
+        kernel_states=tuple(
+            kernel.init(hyperparams.component(kernel.name), dtype) for kernel in config.kernel_objects
+        ),
+        rule_state=config.rule_object.init(n_kernels, hyperparams, dtype),
+        guard_states=tuple(guard.init(n_kernels, dtype) for guard in config.guard_objects),
     )
 
 
@@ -126,12 +113,20 @@ def _as_observation(obs, config: PredictorConfig) -> Float[Array, " channels"]:
 
 
 def _keep_finite(new, old):
-    """Leafwise guard: a non-finite float never enters the carry (the old value stays)."""
-    def guard(n, o):
+    """Leafwise guard: a non-finite float never enters the carry (the old value stays).
+
+    Returns ``(state, repaired)``, ``repaired`` True when any value was kept out.
+    """
+    new_leaves, treedef = jax.tree_util.tree_flatten(new)
+    old_leaves = jax.tree_util.tree_leaves(old)
+    kept, repaired = [], jnp.zeros((), bool)
+    for n, o in zip(new_leaves, old_leaves):
         if jnp.issubdtype(jnp.asarray(n).dtype, jnp.inexact):
-            return jnp.where(jnp.isfinite(n), n, o)
-        return n
-    return jax.tree_util.tree_map(guard, new, old)
+            finite = jnp.isfinite(n)
+            repaired = repaired | ~jnp.all(finite)
+            n = jnp.where(finite, n, o)
+        kept.append(n)
+    return jax.tree_util.tree_unflatten(treedef, kept), repaired
 
 
 def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorState, StepOutput]:
@@ -139,153 +134,155 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     config = state.config
     hp = state.hyperparams
     dtype = config.jnp_dtype
-    kernels = build_kernels(config)
-    n_kernels = config.n_kernels
+    kernels, rule, guards = config.kernel_objects, config.rule_object, config.guard_objects
     obs = _as_observation(obs, config)
-    kernel_keys = jax.random.split(key, n_kernels)
+    kernel_keys = jax.random.split(key, config.n_kernels)
 
     # Bad data is data: NaN = missing; ±Inf = missing and flagged.
     rejected = jnp.any(jnp.isinf(obs))
     observed = jnp.all(jnp.isfinite(obs))
     target = jnp.where(observed, obs[0], state.buffer[-1, 0])
 
-    # 1. Error of the forecast made at t-1 (none before the first observation).
-    have_forecast = state.buffer_count > 0
-    error_valid = observed & have_forecast
+    # 1-2. Error of the forecast made at t-1, and the regime detector on it.
+    error_valid = observed & (state.buffer_count > 0)
     error = jnp.where(error_valid, target - state.prediction, 0.0)
-
-    # 2. CUSUM on the standardized error (diagnostic: no gradient flows through it).
     cusum, cusum_info = cusum_update(
         state.cusum, jax.lax.stop_gradient(error), error_valid, hp.cusum_h, hp.cusum_k, hp.error_alpha
     )
     alarm = cusum_info.alarm & error_valid
+    cusum = jax.tree_util.tree_map(lambda reset, kept: jnp.where(alarm, reset, kept), cusum_reset(cusum), cusum)
     sigma = jax.lax.stop_gradient(cusum_info.sigma)
 
-    # 3. Energy gradient of the previous kernel forecasts against y_t.
-    gradient = energy_gradient(state.kernel_predictions, target, sigma, state.loss_type, hp.huber_delta_scale)
+    # 3. What the weight rule learns from: the previous forecasts' losses.
+    inputs = RuleInput(
+        predictions=state.kernel_predictions,
+        target=target,
+        losses=energy_gradient(state.kernel_predictions, target, sigma, state.loss_type, hp.huber_delta_scale),
+        linearized_losses=linearized_losses(
+            state.kernel_predictions, state.weights, target, sigma, state.loss_type, hp.huber_delta_scale
+        ),
+        scale=sigma,
+        loss_type=state.loss_type,
+        valid=error_valid,
+    )
 
-    # 4. Buffer.
+    # 4-5. Buffer, and the Hölder exponent of the window.
     history = History(values=state.buffer, count=state.buffer_count, observed=observed).push(obs, observed)
-    buffer, count = history.values, history.count
-
-    # 5. Hölder exponent of the window (the circuit breaker's input).
     h_min, h_valid = holder_exponent(
-        jax.lax.stop_gradient(buffer[:, 0]), config.scales, config.q_moments, hp.besov_c, config.wavelet
+        jax.lax.stop_gradient(history.values[:, 0]), config.scales, config.q_moments, hp.besov_c, config.wavelet
     )
-    h_ready = h_valid & (count >= config.holder_min_count)
-    holder = jnp.where(h_ready, h_min, jnp.nan)
-    trip = h_ready & observed & (h_min < hp.holder_threshold)
+    h_ready = h_valid & (history.count >= config.holder_min_count)
 
-    # Staleness with hysteresis: degraded after ttl_max misses, cleared after
-    # ttl_recovery consecutive valid observations.
-    missing_streak = jnp.where(observed, 0, state.missing_streak + 1)
-    fresh_streak = jnp.where(observed, state.fresh_streak + 1, 0)
-    degraded = jnp.where(
-        state.degraded, fresh_streak < config.ttl_recovery, missing_streak >= config.ttl_max
-    )
-
-    # 6. Weights.
-    flow_weights, jko_info = jko_step(
-        state.weights, gradient, hp.jko_tau, hp.sinkhorn_epsilon,
-        mode=config.jko_mode, iterations=config.sinkhorn_iterations,
-    )
-    emergency_index = config.emergency_kernel
-    floor = hp.weight_floor
-    emergency_weights = jnp.where(
-        jnp.arange(n_kernels) == emergency_index, 1.0 - floor * (n_kernels - 1), floor
-    ).astype(dtype)
-    uniform = jnp.full((n_kernels,), 1.0 / n_kernels, dtype)
-    # The emergency allocation is imposed, not learned: when the breaker
-    # releases (the window is regular again), the flow restarts from uniform
-    # weights instead of crawling back from the floor.
-    released = state.emergency & ~trip & observed
-    flow_ran = error_valid & ~degraded & ~trip & ~alarm & ~released
-    weights = jnp.where(flow_ran, flow_weights, state.weights)
-    weights = jnp.where((alarm | released) & ~trip, uniform, weights)
-    weights = jnp.where(trip, emergency_weights, weights)
-    weights = jnp.where(degraded, state.weights, weights)
-    cusum = jax.tree_util.tree_map(
-        lambda reset, kept: jnp.where(alarm, reset, kept), cusum_reset(cusum), cusum
-    )
-    # Robust mode: entered on a trip, left once the Hölder exponent has stayed
-    # above its threshold for a whole error window (so the kurtosis and the
-    # CUSUM no longer see the singular stretch).
-    calm = h_ready & (h_min >= hp.holder_threshold)
-    calm_streak = jnp.where(calm, state.calm_streak + 1, jnp.where(trip, 0, state.calm_streak))
-    loss_type = jnp.where(trip, LOSS_HUBER, jnp.where(calm_streak >= config.cusum_window, LOSS_MSE, state.loss_type))
-
-    # 7. Kernel forecasts of y_{t+1}.
-    forecasts = [
-        kernel.forecast(kernel_state, history, hp, kernel_key)
+    # 6. Each kernel learns from y_t, then forecasts y_{t+1}.
+    kernel_steps = [
+        kernel.step(kernel_state, history, hp.component(kernel.name), kernel_key)
         for kernel, kernel_state, kernel_key in zip(kernels, state.kernel_states, kernel_keys)
     ]
+    kernel_states = tuple(s for s, _, _ in kernel_steps)
+    forecasts = [f for _, f, _ in kernel_steps]
+    kernel_infos = tuple(i for _, _, i in kernel_steps)
     kernel_predictions = jnp.stack([f.value for f in forecasts])
-    dgm_index = config.kernel_index("dgm")
-    if dgm_index >= 0:
-        dgm = forecasts[dgm_index]
-        collapse_count = jnp.where(dgm.collapsed, state.collapse_count + 1, 0)
-        dgm_entropy = dgm.entropy
-    else:
-        collapse_count = state.collapse_count
-        dgm_entropy = jnp.asarray(jnp.nan, dtype)
-    collapse_warning = collapse_count > COLLAPSE_PATIENCE
-    if dgm_index >= 0:
-        muted = jnp.where(jnp.arange(n_kernels) == dgm_index, 0.0, weights)
-        muted = muted / jnp.maximum(jnp.sum(muted), jnp.finfo(dtype).tiny)
-        weights = jnp.where(collapse_warning & (n_kernels > 1), muted, weights)
+
+    # 7. The rule proposes, the guards dispose (precedence: fnpredict.guards).
+    rule_weights, rule_state, rule_info = rule.update(state.rule_state, state.weights, inputs, hp)
+    decision = Decision(
+        weights=jnp.where(error_valid, rule_weights, state.weights),
+        rule_accepted=error_valid,
+        reset_rule=jnp.zeros((), bool),
+        loss_type=state.loss_type,
+        emergency=jnp.zeros((), bool),
+        regime_reset=jnp.zeros((), bool),
+        degraded=jnp.zeros((), bool),
+        collapse_warning=jnp.zeros((), bool),
+    )
+    signals = Signals(
+        observed=observed,
+        error_valid=error_valid,
+        holder=jnp.where(h_ready, h_min, jnp.nan).astype(dtype),
+        holder_ready=h_ready,
+        alarm=alarm,
+        kernel_infos=kernel_infos,
+        kernel_names=config.kernel_names,
+        previous_weights=state.weights,
+    )
+    guard_states, guard_infos = [], {}
+    for guard, guard_state in zip(guards, state.guard_states):
+        decision, guard_state, guard_info = guard.apply(decision, signals, guard_state, hp)
+        guard_states.append(guard_state)
+        guard_infos[guard.name] = guard_info
+    fresh_rule = rule.reset(rule_state, config.n_kernels, hp, dtype)
+    rule_state = jax.tree_util.tree_map(
+        lambda new, old, reset: jnp.where(decision.reset_rule, reset, jnp.where(decision.rule_accepted, new, old)),
+        rule_state, state.rule_state, fresh_rule,
+    )
+
+    # 8. The ensemble forecast.
+    weights = decision.weights
     prediction = jnp.dot(weights, kernel_predictions)
     prediction = jnp.where(jnp.isfinite(prediction), prediction, history.last)
 
-    # 8. Kernel updates.
-    kernel_states = tuple(
-        kernel.update(kernel_state, history, hp)
-        for kernel, kernel_state in zip(kernels, state.kernel_states)
+    # 9. Carry, then telemetry.
+    new_state, repaired = _keep_finite(
+        PredictorState(
+            config=config,
+            hyperparams=hp,
+            buffer=history.values,
+            buffer_count=history.count,
+            step_count=state.step_count + 1,
+            prediction=prediction,
+            kernel_predictions=kernel_predictions,
+            weights=weights,
+            cusum=cusum,
+            loss_type=decision.loss_type.astype(jnp.int32),
+            kernel_states=kernel_states,
+            rule_state=rule_state,
+            guard_states=tuple(guard_states),
+        ),
+        state,
     )
-
-    new_state = PredictorState(
-        config=config,
-        hyperparams=hp,
-        buffer=buffer,
-        buffer_count=count,
-        step_count=state.step_count + 1,
-        prediction=prediction,
-        kernel_predictions=kernel_predictions,
-        weights=weights,
-        cusum=cusum,
-        loss_type=loss_type.astype(jnp.int32),
-        calm_streak=calm_streak.astype(jnp.int32),
-        missing_streak=missing_streak.astype(jnp.int32),
-        fresh_streak=fresh_streak.astype(jnp.int32),
-        degraded=degraded,
-        emergency=jnp.where(observed, trip, state.emergency),
-        collapse_count=collapse_count.astype(jnp.int32),
-        kernel_states=kernel_states,
-    )
-    new_state = _keep_finite(new_state, state)
-
-    # 9. Telemetry.
     nan = jnp.asarray(jnp.nan, dtype)
+    flow_ran = decision.rule_accepted
+    entropies = [info.entropy for info in kernel_infos if hasattr(info, "entropy")]
+    kernel_fallback = jnp.stack([f.fallback for f in forecasts])
+    kernel_converged = jnp.stack([f.converged for f in forecasts])
+    rule_converged = jnp.asarray(getattr(rule_info, "converged", True), bool)
     telemetry = Telemetry(
-        holder_exponent=holder.astype(dtype),
+        holder_exponent=signals.holder,
         cusum_drift=cusum_info.drift,
         distance_to_alarm=cusum_info.distance_to_alarm,
         kurtosis=cusum_info.kurtosis,
         adaptive_threshold=cusum_info.threshold,
-        dgm_entropy=dgm_entropy.astype(dtype),
-        free_energy=jnp.where(flow_ran, jko_info.free_energy, nan),
+        dgm_entropy=(entropies[0] if entropies else nan).astype(dtype),
+        free_energy=jnp.where(flow_ran, jnp.asarray(getattr(rule_info, "free_energy", nan), dtype), nan),
         kernel_weights=new_state.weights,
-        degraded_inference_mode=degraded,
-        emergency_mode=trip,
+        degraded_inference_mode=decision.degraded,
+        emergency_mode=decision.emergency,
         regime_change_detected=alarm,
-        mode_collapse_warning=collapse_warning,
-        sinkhorn_converged=jnp.where(flow_ran, jko_info.converged, True),
+        mode_collapse_warning=decision.collapse_warning,
+        sinkhorn_converged=jnp.where(flow_ran, rule_converged, True),
         loss_type=new_state.loss_type,
         observation_missing=~observed,
         observation_rejected=rejected,
         error=jnp.where(error_valid, error, nan),
         error_scale=sigma.astype(dtype),
-        kernel_fallback=jnp.stack([f.fallback for f in forecasts]),
-        kernel_converged=jnp.stack([f.converged for f in forecasts]),
+        kernel_fallback=kernel_fallback,
+        kernel_converged=kernel_converged,
+        state_repaired=repaired,
+        status=step_result(
+            observation_missing=~observed,
+            observation_rejected=rejected,
+            kernel_fallback=jnp.any(kernel_fallback),
+            solver_not_converged=~jnp.all(kernel_converged) | (flow_ran & ~rule_converged),
+            regime_reset=decision.regime_reset,
+            collapse_muted=decision.collapse_warning,
+            emergency=decision.emergency,
+            degraded=decision.degraded,
+            state_repaired=repaired,
+        ),
+        kernels=dict(zip(config.kernel_names, kernel_infos)),
+        rule=rule_info,
+        guards=guard_infos,
+        cusum=cusum_info,
     )
     output = StepOutput(
         prediction=new_state.prediction,
@@ -294,9 +291,6 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         telemetry=telemetry,
     )
     return new_state, output
-
-
-_step_jit = jax.jit(step_impl)
 
 
 def step(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorState, StepOutput]:
@@ -314,10 +308,16 @@ def step(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorState,
     Returns:
         ``(new_state, output)`` with ``output.prediction`` = ŷ_{t+1}.
 
+    It is the ``jax.jit``-compiled function itself, so ahead-of-time
+    compilation works: ``fp.step.lower(state, obs, key).compile()``.
+
     Example:
         >>> state, out = fp.step(state, jnp.log(4000.0), jax.random.key(1))
     """
-    return _step_jit(state, obs, key)
+    return step_impl(state, obs, key)
+
+
+step = jax.jit(step)
 
 
 def _check_shape(data, config: PredictorConfig) -> None:
@@ -329,8 +329,10 @@ def _check_shape(data, config: PredictorConfig) -> None:
         raise ValueError(f"data has {data.shape[1]} channels, config.n_channels = {config.n_channels}")
 
 
-def _scan(state, data, keys, active=None, keep_outputs: bool = True):
-    """``lax.scan`` of :func:`step_impl`. ``active`` (bool per step), when given,
+def scan(state, data, keys, active=None, keep_outputs: bool = True):
+    """``lax.scan`` of :func:`step_impl` with explicit per-step keys (un-jitted, for embedding).
+
+    ``active`` (bool per step), when given,
     turns padded steps into no-ops (the carry is kept), so a series can be cut
     into equal chunks that share one compiled program."""
 
@@ -347,19 +349,19 @@ def _scan(state, data, keys, active=None, keep_outputs: bool = True):
 
 @jax.jit
 def _predict_jit(state, data, keys):
-    return _scan(state, data, keys, keep_outputs=True)
+    return scan(state, data, keys, keep_outputs=True)
 
 
 @jax.jit
 def _fit_jit(state, data, keys):
-    return _scan(state, data, keys, keep_outputs=False)[0]
+    return scan(state, data, keys, keep_outputs=False)[0]
 
 
 @jax.jit
 def predict_chunk(state, data, keys, active):
     """``predict`` over a padded chunk with explicit per-step keys (host drivers
     such as the CLI backtest use it to show progress with one compilation)."""
-    return _scan(state, data, keys, active=active, keep_outputs=True)
+    return scan(state, data, keys, active=active, keep_outputs=True)
 
 
 def _check_data(data):
@@ -404,4 +406,4 @@ def fit(state: PredictorState, history, key: PRNGKeyArray) -> PredictorState:
     return _fit_jit(state, history, jax.random.split(key, history.shape[0]))
 
 
-__all__ = ["init", "step", "step_impl", "fit", "predict", "predict_chunk", "build_kernels"]
+__all__ = ["init", "step", "step_impl", "scan", "fit", "predict", "predict_chunk"]

@@ -1,7 +1,7 @@
 """The one immutable PyTree that holds everything the predictor knows."""
 
 import equinox as eqx
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from .config import Hyperparams, PredictorConfig
 
@@ -10,9 +10,13 @@ class PredictorState(eqx.Module):
     """All predictor state; ``step`` maps it to the next one and nothing else.
 
     The config is a static field (part of the tree structure: a different
-    config is a different compiled program); every other field is an array
-    leaf, so the state scans, vmaps over assets and hyperparameter populations,
-    and serialises as a whole.
+    config, or a config with different component objects, is a different
+    compiled program). The kernels, the weight rule and the guards are part of
+    the config, so arrays they hold (trained network weights) are constants of
+    the compiled step, shared by every asset and never copied into this
+    per-asset state. Every other field is an array leaf, so the state scans,
+    vmaps over assets and hyperparameter populations, and serialises as a
+    whole.
 
     Attributes:
         config: the static :class:`PredictorConfig`.
@@ -25,15 +29,12 @@ class PredictorState(eqx.Module):
         kernel_predictions: the last per-kernel forecasts (K,).
         weights: the current kernel weights ρ (K,), on the simplex.
         cusum: the CUSUM / error-scale / kurtosis-window state.
-        loss_type: 0 = MSE, 1 = Huber (robust mode).
-        calm_streak: consecutive steps with the Hölder exponent at or above its
-            threshold; robust mode ends when it reaches ``cusum_window``.
-        missing_streak: consecutive missing observations (staleness).
-        fresh_streak: consecutive valid observations (recovery hysteresis).
-        degraded: degraded-inference mode (weights frozen).
-        emergency: the circuit breaker was tripped at the previous step.
-        collapse_count: consecutive collapsed DGM checks.
-        kernel_states: each enabled kernel's learned state, in config order.
+        loss_type: 0 = MSE, 1 = Huber (robust mode; set by the guards).
+        kernel_states: each kernel's learned state, in column order.
+        rule_state: the weight rule's state.
+        guard_states: each guard's state, in order of application (the
+            staleness counters, the breaker's emergency flag and calm streak,
+            the collapse counter).
     """
 
     config: PredictorConfig = eqx.field(static=True)
@@ -46,10 +47,13 @@ class PredictorState(eqx.Module):
     weights: Float[Array, " kernels"]
     cusum: eqx.Module
     loss_type: Int[Array, ""]
-    calm_streak: Int[Array, ""]
-    missing_streak: Int[Array, ""]
-    fresh_streak: Int[Array, ""]
-    degraded: Bool[Array, ""]
-    emergency: Bool[Array, ""]
-    collapse_count: Int[Array, ""]
     kernel_states: tuple
+    rule_state: eqx.Module
+    guard_states: tuple
+
+    def guard_state(self, name: str) -> eqx.Module:
+        """The state of the guard called ``name`` (``KeyError`` if it is off)."""
+        for guard, state in zip(self.config.guard_objects, self.guard_states):
+            if guard.name == name:
+                return state
+        raise KeyError(f"guard {name!r} is not in this config's guards")

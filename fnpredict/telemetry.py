@@ -5,11 +5,16 @@ sentinel (NaN for floats), so a scanned backtest stacks outputs on axis 0 and a
 vmapped one on the asset axis without special cases.
 """
 
+import typing
+
 import equinox as eqx
+from equinox._enum import EnumerationItem  # the public type of RESULTS.<code> values (not re-exported)
+import jax
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-LOSS_MSE = 0
-LOSS_HUBER = 1
+from .orchestrator.losses import LOSS_HUBER, LOSS_MSE
+from .results import RESULTS
 
 
 class Telemetry(eqx.Module):
@@ -53,6 +58,14 @@ class Telemetry(eqx.Module):
         kernel_fallback: (K,) kernel k returned its last-value fallback.
         kernel_converged: (K,) kernel k's inner solver converged (True for
             kernels without one).
+        state_repaired: a non-finite value was kept out of the carry this
+            step (the old value stayed); never True in normal operation.
+        status: the step's :class:`~fnpredict.results.RESULTS` code (the most
+            important event, by the precedence documented there).
+        kernels: each kernel's own ``Info``, by kernel name.
+        rule: the weight rule's ``Info`` (e.g. :class:`~fnpredict.orchestrator.JKOInfo`).
+        guards: each guard's ``Info``, by guard name.
+        cusum: the regime detector's :class:`~fnpredict.sia.cusum.CusumInfo`.
     """
 
     holder_exponent: Float[Array, ""]
@@ -75,6 +88,12 @@ class Telemetry(eqx.Module):
     error_scale: Float[Array, ""]
     kernel_fallback: Bool[Array, " kernels"]
     kernel_converged: Bool[Array, " kernels"]
+    state_repaired: Bool[Array, ""]
+    status: RESULTS
+    kernels: dict
+    rule: eqx.Module
+    guards: dict
+    cusum: eqx.Module
 
 
 class StepOutput(eqx.Module):
@@ -94,10 +113,49 @@ class StepOutput(eqx.Module):
     telemetry: Telemetry
 
 
-#: Scalar telemetry fields, in the order the CSV writes them.
-SCALAR_FIELDS: tuple[str, ...] = (
-    "holder_exponent", "cusum_drift", "distance_to_alarm", "kurtosis", "adaptive_threshold",
-    "dgm_entropy", "free_energy", "degraded_inference_mode", "emergency_mode",
-    "regime_change_detected", "mode_collapse_warning", "sinkhorn_converged", "loss_type",
-    "observation_missing", "observation_rejected", "error", "error_scale",
-)
+def _scalar_field_names() -> tuple[str, ...]:
+    # Derived from the class: the flat fields annotated as scalars (shape "").
+    hints = typing.get_type_hints(Telemetry)
+    names = []
+    for field in Telemetry.__dataclass_fields__:
+        dims = getattr(hints.get(field), "dim_str", None)
+        if dims == "":
+            names.append(field)
+    return tuple(names)
+
+
+#: The flat scalar telemetry fields, in declaration order (derived from :class:`Telemetry`).
+SCALAR_FIELDS: tuple[str, ...] = _scalar_field_names()
+
+
+def _key_name(key) -> str:
+    if isinstance(key, jax.tree_util.DictKey):
+        return str(key.key)
+    if isinstance(key, jax.tree_util.GetAttrKey):
+        return key.name
+    if isinstance(key, jax.tree_util.SequenceKey):
+        return str(key.idx)
+    return str(key).strip(".[]'")
+
+
+def flatten(tree, prefix: str = "") -> dict[str, np.ndarray]:
+    """Every leaf of a telemetry tree (or a whole ``StepOutput``) by its dotted path, as numpy.
+
+    Status codes (:class:`~fnpredict.results.RESULTS` items) become their
+    integer value. The CSV, JSON and Prometheus exports derive their field
+    lists from this, so a component's new ``Info`` field appears everywhere
+    without a hand-kept list. Leaves keep any leading (time or asset) axes.
+    """
+    def is_leaf(node):
+        return isinstance(node, EnumerationItem)
+
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]:
+        name = ".".join(_key_name(k) for k in path)
+        if isinstance(leaf, EnumerationItem):
+            leaf = leaf._value
+        out[prefix + name] = np.asarray(leaf)
+    return out
+
+
+__all__ = ["Telemetry", "StepOutput", "SCALAR_FIELDS", "flatten", "LOSS_MSE", "LOSS_HUBER", "RESULTS"]

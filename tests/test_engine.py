@@ -124,7 +124,7 @@ def test_vmap_over_assets_equals_loop(sp500):
     state = fp.init(CONFIG, key)
     batched_state = jax.vmap(lambda _: state)(jnp.arange(n_assets))
     keys = jax.random.split(key, steps)
-    run = jax.jit(jax.vmap(lambda s, d: fp.engine._scan(s, d, keys), in_axes=(0, 1)))
+    run = jax.jit(jax.vmap(lambda s, d: fp.engine.scan(s, d, keys), in_axes=(0, 1)))
     _, batched = run(batched_state, jnp.asarray(data))
     for asset in range(n_assets):
         _, single = fp.predict(state, data[:, asset], key)
@@ -143,7 +143,7 @@ def test_hyperparameter_population_is_one_compilation(sp500):
     data = jnp.asarray(sp500[1000:1300])
     key = jax.random.key(8)
     keys = jax.random.split(key, data.shape[0])
-    run = jax.jit(jax.vmap(lambda hp: fp.engine._scan(fp.init(CONFIG, None, hp), data, keys)[1].prediction))
+    run = jax.jit(jax.vmap(lambda hp: fp.engine.scan(fp.init(CONFIG, None, hp), data, keys)[1].prediction))
     with COUNTER as counter:
         together = run(population).block_until_ready()
     assert counter.count == 1, f"a population should compile once, compiled {counter.count}x"

@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 
 import fnpredict as fp
-from fnpredict import engine
-from fnpredict.kernels import AbstractKernel, Forecast
+from fnpredict.kernels import AbstractKernel, Forecast, NoInfo
 
 
 class StubState(eqx.Module):
     calls: jax.Array
+
+
+class StubInfo(eqx.Module):
+    entropy: jax.Array
+    collapsed: jax.Array
 
 
 class OffsetKernel(AbstractKernel):
@@ -24,34 +28,35 @@ class OffsetKernel(AbstractKernel):
     offset: float = eqx.field(static=True)
     collapsed: bool = eqx.field(static=True, default=False)
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(0.0)
-
-    def init(self, hyperparams, dtype):
+    def init(self, params, dtype):
         return StubState(calls=jnp.zeros((), jnp.int32))
 
-    def forecast(self, state, history, hyperparams, key):
-        return Forecast.guarded(history.last + self.offset, history, entropy=0.0, collapsed=self.collapsed)
+    def step(self, state, history, params, key):
+        forecast = Forecast.guarded(history.last + self.offset, history)
+        # Only the kernel standing in for B has an entropy monitor.
+        info = StubInfo(entropy=jnp.zeros((), history.values.dtype), collapsed=jnp.asarray(self.collapsed)) \
+            if self.name == "dgm" else NoInfo()
+        return StubState(calls=state.calls + history.observed.astype(jnp.int32)), forecast, info
 
-    def update(self, state, history, hyperparams):
-        return StubState(calls=state.calls + history.observed.astype(jnp.int32))
+
+class StubA(OffsetKernel):
+    name = "stub_a"
 
 
-# Distinct configs (buffer 40) so no compiled step of the real kernels is reused.
+class StubB(OffsetKernel):
+    name = "dgm"  # the collapse guard watches the kernel named "dgm"
+
+
+class StubC(OffsetKernel):
+    name = "stub_c"
+
+
+# Kernels are values of the config: no monkeypatching, no registry.
 SCALES = (2.0, 3.0, 4.5, 6.75, 10.0)
-TWO = fp.PredictorConfig(kernels=("levy", "signature"), buffer_size=40, scales=SCALES, levy_window=32)
-THREE = fp.PredictorConfig(kernels=("levy", "dgm", "signature"), buffer_size=40, scales=SCALES, levy_window=32)
-STUBS = {
-    TWO: (OffsetKernel(0.0), OffsetKernel(0.05)),
-    THREE: (OffsetKernel(0.0), OffsetKernel(0.01, collapsed=True), OffsetKernel(0.02)),
-}
-
-
-@pytest.fixture(autouse=True)
-def stub_kernels(monkeypatch):
-    real = engine.build_kernels
-    monkeypatch.setattr(engine, "build_kernels", lambda config: STUBS.get(config) or real(config))
+TWO = fp.PredictorConfig(kernels=(StubA(0.0), StubC(0.05)), buffer_size=40, scales=SCALES, levy_window=32)
+THREE = fp.PredictorConfig(
+    kernels=(StubA(0.0), StubB(0.01, collapsed=True), StubC(0.02)), buffer_size=40, scales=SCALES, levy_window=32
+)
 
 
 def _random_walk(n, seed=0, scale=0.01):
@@ -111,43 +116,38 @@ def test_dgm_entropy_is_nan_without_kernel_b():
 
 # The real kernels, with kernel B's shipped network made constant (its last
 # layer zeroed): the predictor must warn after 11 collapsed checks and mute B.
-# Kernels are fixed per config (jit caches by the state's structure, which holds
-# the config), so each variant gets its own config.
-REAL = {
-    collapsed: fp.PredictorConfig(kernels=("levy", "dgm", "signature"), buffer_size=40, scales=SCALES,
-                                  levy_window=30, dgm_entropy_points=32, ttl_max=7 + collapsed)
-    for collapsed in (True, False)
-}
-
-
-def _real_kernels(collapsed: bool):
+# The kernel objects are part of the config, so each variant is its own
+# compiled program with no other setting changed.
+def _real_config(collapsed: bool):
     from fnpredict.kernels.dgm import DGMKernel
-    from fnpredict.kernels.levy import LevyKernel
-    from fnpredict.kernels.signature import SignatureKernel
 
-    config = REAL[collapsed]
-    dgm = DGMKernel.from_config(config)
-    if collapsed:
-        network = eqx.tree_at(lambda n: n.mlp.layers[-1].weight, dgm.network,
-                              jnp.zeros_like(dgm.network.mlp.layers[-1].weight))
-        dgm = DGMKernel.from_config(config, network=network)
-    return (LevyKernel.from_config(config), dgm, SignatureKernel.from_config(config))
+    base = fp.PredictorConfig(kernels=("levy", "dgm", "signature"), buffer_size=40, scales=SCALES,
+                              levy_window=30, dgm_entropy_points=32)
+    if not collapsed:
+        return base
+    dgm = DGMKernel.from_config(base)
+    network = eqx.tree_at(lambda n: n.mlp.layers[-1].weight, dgm.network,
+                          jnp.zeros_like(dgm.network.mlp.layers[-1].weight))
+    return base.replace(kernels=("levy", DGMKernel.from_config(base, network=network), "signature"))
+
+
+def test_configs_differ_by_kernel_objects():
+    assert _real_config(True) != _real_config(False)
+    assert _real_config(False) == _real_config(False) and hash(_real_config(False)) == hash(_real_config(False))
 
 
 @pytest.mark.parametrize("collapsed", [True, False])
-def test_real_dgm_collapse_in_the_predictor(monkeypatch, collapsed):
-    kernels = _real_kernels(collapsed)
-    real = engine.build_kernels
-    monkeypatch.setattr(engine, "build_kernels", lambda config: kernels if config == REAL[collapsed] else real(config))
+def test_real_dgm_collapse_in_the_predictor(collapsed):
+    config = _real_config(collapsed)
     values = 4.0 + _random_walk(60, seed=5)
-    state = fp.fit(fp.init(REAL[collapsed]), values[:30], jax.random.key(0))  # B's checks start with real data
+    state = fp.fit(fp.init(config), values[:30], jax.random.key(0))  # B's checks start with real data
     _, outs = fp.predict(state, values[30:], jax.random.key(1))
     warning = np.asarray(outs.telemetry.mode_collapse_warning)
     if collapsed:
         # 30 collapsed checks already happened during fit: the warning is on.
         assert warning.all()
         np.testing.assert_array_equal(np.asarray(outs.weights[:, 1]), 0.0)
-        fresh = fp.init(REAL[collapsed])
+        fresh = fp.init(config)
         _, first = fp.predict(fresh, values[:20], jax.random.key(2))
         first_warning = np.asarray(first.telemetry.mode_collapse_warning)
         checks = np.cumsum(np.ones(20, int))

@@ -1,15 +1,17 @@
-"""Prediction kernels: A (Lévy), B (DGM), C (IMEX), D (signatures).
+"""Prediction kernels: A (Lévy), B (DGM), C (IMEX), D (signatures), and the random walk.
 
-``kernel_class(name)`` returns the class registered under a config name; the
-modules are imported lazily so that a kernel's heavy dependencies load only
-when it is switched on.
+Kernels are values: pass objects in ``PredictorConfig(kernels=...)``. The
+registry below only maps the short names (and the CLI's ``--kernels``) to
+classes; its modules are imported lazily so a kernel's dependencies load only
+when it is used.
 """
 
 import importlib
 
-from .base import AbstractKernel, Forecast, History
+from .base import AbstractKernel, EmptyState, Forecast, History, NoInfo
 
-_CLASSES: dict[str, tuple[str, str]] = {
+# name -> (module, class). Adding a built-in kernel is its module plus one line here.
+_REGISTRY: dict[str, tuple[str, str]] = {
     "levy": ("levy", "LevyKernel"),
     "dgm": ("dgm", "DGMKernel"),
     "imex": ("imex", "IMEXKernel"),
@@ -17,21 +19,28 @@ _CLASSES: dict[str, tuple[str, str]] = {
 }
 
 
+def registered() -> tuple[str, ...]:
+    """The registered kernel names, in registry order."""
+    return tuple(_REGISTRY)
+
+
 def kernel_class(name: str) -> type[AbstractKernel]:
-    """The kernel class behind a ``PredictorConfig.kernels`` name."""
-    if name not in _CLASSES:
-        raise ValueError(f"unknown kernel {name!r}; choose from {tuple(_CLASSES)}")
-    module_name, class_name = _CLASSES[name]
+    """The kernel class behind a registered name."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown kernel {name!r}; choose from {registered()}")
+    module_name, class_name = _REGISTRY[name]
     module = importlib.import_module(f".{module_name}", __name__)
     return getattr(module, class_name)
 
 
 def __getattr__(name):
-    # fp.kernels.levy etc. as attributes without importing every kernel eagerly.
-    if name in {"levy", "dgm", "imex", "signature", "pide", "levy_measures", "anderson",
-                "dgm_solver", "dgm_entropy", "dgm_hamiltonians"}:
+    # fp.kernels.levy, fp.kernels.LevyKernel, ... without importing every kernel eagerly.
+    for module_name, class_name in _REGISTRY.values():
+        if name == class_name:
+            return getattr(importlib.import_module(f".{module_name}", __name__), class_name)
+    if name in {module for module, _ in _REGISTRY.values()}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)
 
 
-__all__ = ["AbstractKernel", "Forecast", "History", "kernel_class"]
+__all__ = ["AbstractKernel", "EmptyState", "Forecast", "History", "NoInfo", "kernel_class", "registered"]

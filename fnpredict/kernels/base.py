@@ -1,30 +1,40 @@
 """The kernel protocol: what every prediction kernel must provide.
 
-A kernel is a small, immutable ``eqx.Module`` built from the static
-:class:`~fnpredict.config.PredictorConfig`. Its *learned* state is a separate
-PyTree (an ``eqx.Module`` of arrays) that lives inside
-``PredictorState.kernel_states``. All three methods are pure and traceable:
-no Python branching on traced values, no host round-trips, fixed shapes, no
-work that grows with history length. They are called for one asset; ``vmap``
-and ``scan`` are applied outside.
+A kernel is an immutable ``eqx.Module``. Its fields are its *static settings*
+(e.g. the Monte Carlo path count) and any fixed arrays it needs (e.g. trained
+network weights); both belong to the kernel, which sits in the static
+:class:`~fnpredict.config.PredictorConfig`, so its arrays are compiled into
+the step once and shared by every asset under ``vmap``, never copied into the
+per-asset state. Its *hyperparameters* are declared once
+(:attr:`AbstractKernel.hyperparameters`) and live, as float leaves, in
+``Hyperparams.components[kernel.name]``. Its *learned state* is a separate
+PyTree threaded through :meth:`AbstractKernel.step` inside
+``PredictorState.kernel_states``. Its per-step diagnostics are its ``Info``,
+nested in the telemetry.
 
-Per step the engine calls, in this order (DESIGN §2 steps 7–8)::
+One call per step (DESIGN §2 steps 7–8)::
 
-    forecast = kernel.forecast(kernel_state, history, hyperparams, key)
-    kernel_state = kernel.update(kernel_state, history, hyperparams)
+    state, forecast, info = kernel.step(state, history, params, key)
 
-``history`` already contains the newest observation y_t; ``forecast`` predicts
-y_{t+1} (a level, in the units of channel 0) and ``update`` learns from what
-was realised (e.g. the increment y_t - y_{t-1}).
+``history`` already contains the newest observation y_t. The kernel first
+learns from what was realised (e.g. the increment y_t − y_{t−1}) and then
+forecasts y_{t+1} (a level, in the units of channel 0) with what it has just
+learnt, fitting its window at most once.
+
+Every method is pure and traceable: no Python branching on traced values, no
+host round-trips, fixed shapes, no work that grows with history length. It is
+written for one asset; ``vmap`` and ``scan`` are applied outside.
 """
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ..config import Hyperparams, PredictorConfig
+from ..params import HyperparameterGroup, HyperparameterSpec
 
 
 class History(eqx.Module):
@@ -87,7 +97,10 @@ class History(eqx.Module):
 
 
 class Forecast(eqx.Module):
-    """What a kernel returns from ``forecast``: fixed shapes, sentinels not Optionals.
+    """The point forecast a kernel returns from ``step``: fixed shapes, no Optionals.
+
+    Kernel-specific diagnostics (an entropy monitor, a solver residual, fitted
+    parameters) go in the kernel's own ``Info``, not here.
 
     Attributes:
         value: forecast of the next level y_{t+1}; always finite (a kernel that
@@ -96,16 +109,11 @@ class Forecast(eqx.Module):
             input, failed fit, non-convergence that made the result unusable).
         converged: False when an inner solver did not reach its tolerance
             (reported even when its result is still used).
-        entropy: the DGM entropy monitor's value; NaN for kernels without one.
-        collapsed: True when the kernel's own collapse check fails this step
-            (DGM mode collapse); False for kernels without one.
     """
 
     value: Float[Array, ""]
     fallback: Bool[Array, ""]
     converged: Bool[Array, ""]
-    entropy: Float[Array, ""]
-    collapsed: Bool[Array, ""]
 
     @classmethod
     def ok(cls, value, history: History) -> "Forecast":
@@ -113,52 +121,85 @@ class Forecast(eqx.Module):
         return cls.guarded(value, history, fallback=jnp.asarray(False))
 
     @classmethod
-    def guarded(cls, value, history: History, fallback=False, converged=True,
-                entropy=None, collapsed=False) -> "Forecast":
+    def guarded(cls, value, history: History, fallback=False, converged=True) -> "Forecast":
         """Replace a non-finite ``value`` by ``history.last`` and flag it."""
         value = jnp.asarray(value, history.values.dtype)
         bad = ~jnp.isfinite(value) | jnp.asarray(fallback)
         safe = jnp.where(bad, history.last, value)
-        entropy = jnp.asarray(jnp.nan if entropy is None else entropy, history.values.dtype)
-        return cls(
-            value=safe,
-            fallback=bad,
-            converged=jnp.asarray(converged, bool),
-            entropy=entropy,
-            collapsed=jnp.asarray(collapsed, bool),
-        )
+        return cls(value=safe, fallback=bad, converged=jnp.asarray(converged, bool))
+
+
+class NoInfo(eqx.Module):
+    """The ``Info`` of a component with no diagnostics of its own (an empty PyTree)."""
+
+
+class EmptyState(eqx.Module):
+    """The learned state of a kernel that learns nothing online (an empty PyTree)."""
 
 
 class AbstractKernel(eqx.Module):
-    """A one-step-ahead prediction kernel.
+    """A one-step-ahead prediction kernel (see the module docstring for the contract).
 
-    Subclasses are ``eqx.Module`` s whose fields are static configuration
-    (copied from ``PredictorConfig`` by ``from_config``) or fixed arrays
-    (e.g. trained network weights); the learned state is returned by ``init``
-    and threaded through ``update``.
+    Class attributes:
+        name: the kernel's short name: its key in ``Hyperparams.components``,
+            its column label in reports, and (for the built-ins) its name in
+            ``PredictorConfig(kernels=...)``. Names in one config are unique.
+        hyperparameters: the kernel's tunable floats, a tuple of
+            :class:`~fnpredict.params.HyperparameterSpec` (empty by default).
+
+    A kernel defined outside fnpredict subclasses this, implements ``init`` and
+    ``step``, and is passed as a value: ``PredictorConfig(kernels=("levy",
+    MyKernel(coefficients=jnp.array([...]))))``. Nothing needs registering.
     """
 
     name: eqx.AbstractClassVar[str]
+    hyperparameters: ClassVar[tuple[HyperparameterSpec, ...]] = ()
 
     @classmethod
-    @abc.abstractmethod
-    def from_config(cls, config: PredictorConfig) -> "AbstractKernel":
-        """Build the kernel from the static predictor config."""
+    def from_config(cls, config) -> "AbstractKernel":
+        """Build the kernel with the settings of a ``PredictorConfig`` (the short form by name).
 
-    @abc.abstractmethod
-    def init(self, hyperparams: Hyperparams, dtype) -> eqx.Module:
-        """Initial learned state (an ``eqx.Module`` of arrays of ``dtype``)."""
-
-    @abc.abstractmethod
-    def forecast(
-        self, state: eqx.Module, history: History, hyperparams: Hyperparams, key: PRNGKeyArray
-    ) -> Forecast:
-        """Forecast y_{t+1} from the window ending at y_t. Must be finite always."""
-
-    @abc.abstractmethod
-    def update(self, state: eqx.Module, history: History, hyperparams: Hyperparams) -> eqx.Module:
-        """Learn from the realised y_t (when ``history.observed``); keep state finite.
-
-        On a missing step (``history.observed`` False) return a state equal to
-        the input (use ``jnp.where``), so that a NaN never enters the carry.
+        Kernels with no settings need not override this.
         """
+        return cls()
+
+    def default_hyperparams(self, dtype=jnp.float64) -> HyperparameterGroup:
+        """This kernel's hyperparameters at their defaults."""
+        return HyperparameterGroup.build(self.name, self.hyperparameters, dtype)
+
+    @abc.abstractmethod
+    def init(self, params: HyperparameterGroup, dtype) -> eqx.Module:
+        """Initial learned state (a PyTree of arrays of ``dtype``; :class:`EmptyState` if none).
+
+        Args:
+            params: this kernel's hyperparameters (attribute access by name).
+            dtype: the predictor's float dtype.
+        """
+
+    @abc.abstractmethod
+    def step(
+        self, state: eqx.Module, history: History, params: HyperparameterGroup, key: PRNGKeyArray
+    ) -> tuple[eqx.Module, Forecast, eqx.Module]:
+        """Learn from the realised y_t, then forecast y_{t+1}.
+
+        Args:
+            state: this kernel's learned state from the previous step.
+            history: the window ending at y_t (``history.observed`` False on a
+                missing step; then the kernel must return a state equal to
+                ``state`` for every leaf it learns, with ``jnp.where``).
+            params: this kernel's hyperparameters.
+            key: this step's PRNG key for this kernel.
+
+        Returns:
+            ``(state, forecast, info)``: the new learned state (finite), the
+            :class:`Forecast` (finite), and the kernel's ``Info`` (a
+            fixed-shape PyTree, :class:`NoInfo` if none).
+        """
+
+
+def tree_bytes(tree) -> int:
+    """Bytes of the array leaves of a PyTree (e.g. one asset's state)."""
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(tree) if hasattr(leaf, "dtype"))
+
+
+__all__ = ["AbstractKernel", "EmptyState", "Forecast", "History", "NoInfo", "tree_bytes"]

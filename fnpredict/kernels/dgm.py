@@ -86,8 +86,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ..config import Hyperparams, PredictorConfig
-from .base import AbstractKernel, Forecast, History
+from ..config import PredictorConfig
+from ..params import HyperparameterSpec
+from .base import AbstractKernel, EmptyState, Forecast, History
 from .dgm_entropy import collapse_check, gauss_legendre_nodes, vasicek_entropy
 from .dgm_solver import DGMNetwork, DGMProblem, KolmogorovHamiltonian
 
@@ -102,7 +103,7 @@ __all__ = [
     "WEIGHTS_PATH",
     "X_BOX",
     "DGMKernel",
-    "DGMState",
+    "DGMInfo",
     "OUFit",
     "fit_ou",
     "load_network",
@@ -357,22 +358,24 @@ def fit_ou(values: Float[Array, " buffer"], count: Int[Array, ""]) -> OUFit:
 # --------------------------------------------------------------------------
 
 
-class DGMState(eqx.Module):
-    """Kernel B's state: the OU fitted at the last observed step (diagnostics only).
-
-    The network is fixed (a field of the kernel), so nothing is learned
-    online; the state records what the forecast used.
+class DGMInfo(eqx.Module):
+    """Diagnostics of kernel B for one step (the network is fixed: nothing is learned online).
 
     Attributes:
-        params: ``(3,)`` (κ, θ, σ) in standardised units, clipped into the box
-            (the box centre before the first valid fit).
-        clipped: the last fit was clipped into the box.
-        valid: the last fit was usable (see :func:`fit_ou`).
+        params: ``(3,)`` (κ, θ, σ) in standardised units fitted to this step's
+            window, clipped into the box (the box centre without a valid fit).
+        clipped: the fit was clipped into the box.
+        valid: the fit was usable (see :func:`fit_ou`).
+        entropy: the entropy monitor's gap mean_t H[V(t)] − H[g] in nats.
+        collapsed: this step's collapse check failed (gap < log γ); the
+            ``collapse_mute`` guard counts consecutive failures.
     """
 
     params: Float[Array, " 3"]
     clipped: Bool[Array, ""]
     valid: Bool[Array, ""]
+    entropy: Float[Array, ""]
+    collapsed: Bool[Array, ""]
 
 
 class DGMKernel(AbstractKernel):
@@ -393,6 +396,10 @@ class DGMKernel(AbstractKernel):
     """
 
     name: ClassVar[str] = "dgm"
+    hyperparameters: ClassVar[tuple] = (
+        HyperparameterSpec("dgm_collapse_gamma", 0.5, 0.0, 1.0, True, False,
+                           "collapse when mean H[V] < gamma * H[g]", False),
+    )
     network: Callable
     entropy_grid: Float[Array, "grid 1"]
     time_nodes: Float[Array, " nodes"]
@@ -440,9 +447,9 @@ class DGMKernel(AbstractKernel):
             terminal_entropy=vasicek_entropy(entropy_grid[:, 0]),
         )
 
-    def init(self, hyperparams: Hyperparams, dtype) -> DGMState:
-        centre = jnp.asarray([(low + high) / 2.0 for low, high in PARAM_BOX], dtype)
-        return DGMState(params=centre, clipped=jnp.asarray(False), valid=jnp.asarray(False))
+    def init(self, params, dtype) -> EmptyState:
+        """Kernel B carries no state: the network is fixed and each step refits the window."""
+        return EmptyState()
 
     def evaluate(
         self, fit: OUFit, gamma: Float[Array, ""]
@@ -467,27 +474,18 @@ class DGMKernel(AbstractKernel):
         gap = entropy - self.terminal_entropy
         return values[0], gap, collapse_check(gap, gamma)
 
-    def forecast(
-        self, state: DGMState, history: History, hyperparams: Hyperparams, key: PRNGKeyArray
-    ) -> Forecast:
+    def step(self, state: EmptyState, history: History, params, key: PRNGKeyArray):
+        """One OU fit of the window and one batched network pass (forecast point + monitor grid)."""
         fit = fit_ou(history.target, history.count)
-        value, gap, collapsed = self.evaluate(fit, hyperparams.dgm_collapse_gamma)
+        value, gap, collapsed = self.evaluate(fit, params.dgm_collapse_gamma)
         low, high = X_BOX
         inside = (fit.last >= low) & (fit.last <= high)
-        return Forecast.guarded(
-            fit.location + fit.scale * value,
-            history,
-            fallback=~fit.valid | ~inside,
-            converged=True,
-            entropy=gap,
-            collapsed=collapsed,
+        forecast = Forecast.guarded(
+            fit.location + fit.scale * value, history, fallback=~fit.valid | ~inside, converged=True
         )
-
-    def update(self, state: DGMState, history: History, hyperparams: Hyperparams) -> DGMState:
-        fit = fit_ou(history.target, history.count)
-        observed = history.observed
-        return DGMState(
-            params=jnp.where(observed, fit.params, state.params),
-            clipped=jnp.where(observed, fit.clipped, state.clipped),
-            valid=jnp.where(observed, fit.valid, state.valid),
+        dtype = history.values.dtype
+        info = DGMInfo(
+            params=fit.params.astype(dtype), clipped=fit.clipped, valid=fit.valid,
+            entropy=jnp.asarray(gap, dtype), collapsed=collapsed,
         )
+        return state, forecast, info

@@ -82,19 +82,20 @@ is itself a consistent, monotone implicit step (the first is the fully
 upwind one), so an unconverged iterate is less accurate, not unusable.
 """
 
+import math
 from typing import ClassVar
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
-from ..config import Hyperparams, PredictorConfig
-from .base import AbstractKernel, Forecast, History
+from ..config import PredictorConfig
+from ..params import HyperparameterSpec
+from .base import AbstractKernel, EmptyState, Forecast, History
 from .levy_measures import NormalJumps
-from .pide import PIDESolution, UniformGrid, solve_backward_kolmogorov
+from .pide import PIDEInfo, PIDESolution, UniformGrid, solve_backward_kolmogorov
 
-__all__ = ["IMEXKernel", "IMEXState", "JumpDiffusionFit", "fit_jump_diffusion"]
+__all__ = ["IMEXKernel", "IMEXInfo", "JumpDiffusionFit", "fit_jump_diffusion"]
 
 # Fewer real increments than this leave the fit unidentified: the MAD of
 # fewer than 8 points breaks down with 4 outliers, and the two-parameter
@@ -284,17 +285,17 @@ def fit_jump_diffusion(
     return JumpDiffusionFit(**fields, scale=jnp.where(valid, scale, 1.0).astype(dtype), valid=valid)
 
 
-class IMEXState(eqx.Module):
-    """Telemetry of kernel C: the last valid fit (all 0, scale 1, before the first).
+class IMEXInfo(eqx.Module):
+    """Diagnostics of kernel C for one step.
 
     Attributes:
-        fit: the :class:`JumpDiffusionFit` of the last observed window with a
-            valid fit.
-        fitted: whether the most recent observed step gave a valid fit.
+        fit: this step's :class:`JumpDiffusionFit` of the window.
+        solver: the PIDE solve's :class:`~fnpredict.kernels.pide.PIDEInfo`
+            (convergence, fixed-point iterations and residual, truncated mass).
     """
 
     fit: JumpDiffusionFit
-    fitted: Bool[Array, ""]
+    solver: PIDEInfo
 
 
 class IMEXKernel(AbstractKernel):
@@ -310,32 +311,32 @@ class IMEXKernel(AbstractKernel):
     """
 
     name: ClassVar[str] = "imex"
-    grid_size: int = eqx.field(static=True)
-    n_steps: int = eqx.field(static=True)
-    max_iter: int = eqx.field(static=True)
-    tol: float = eqx.field(static=True)
+    hyperparameters: ClassVar[tuple] = (
+        HyperparameterSpec("imex_jump_threshold", 4.0, 0.0, math.inf, True, True,
+                           "jump if |increment| > this * MAD-sigma", False),
+    )
+    grid_size: int = eqx.field(static=True, default=96)
+    n_steps: int = eqx.field(static=True, default=2)
+    max_iter: int = eqx.field(static=True, default=4)
+    tol: float = eqx.field(static=True, default=1e-10)
 
     @classmethod
     def from_config(cls, config: PredictorConfig) -> "IMEXKernel":
         return cls(grid_size=config.imex_grid, n_steps=config.imex_steps, max_iter=config.imex_max_iter,
                    tol=float(config.imex_tol))
 
-    def init(self, hyperparams: Hyperparams, dtype) -> IMEXState:
-        zero = jnp.zeros((), dtype)
-        fit = JumpDiffusionFit(
-            intensity=zero, jump_mean=zero, jump_std=zero, volatility=zero, reversion=zero, drift=zero,
-            level=zero, scale=jnp.ones((), dtype), valid=jnp.zeros((), bool),
-        )
-        return IMEXState(fit=fit, fitted=jnp.zeros((), bool))
+    def init(self, params, dtype) -> EmptyState:
+        """Kernel C learns nothing across steps: each step refits the window."""
+        return EmptyState()
 
-    def fit(self, history: History, hyperparams: Hyperparams) -> JumpDiffusionFit:
+    def fit(self, history: History, hyperparams) -> JumpDiffusionFit:
         """The fit of the target's window (λ capped at ``n_steps``, see the module docstring)."""
         levels = history.target
         threshold = jnp.asarray(hyperparams.imex_jump_threshold, levels.dtype)
         return fit_jump_diffusion(levels, history.valid_mask(), threshold, float(self.n_steps))
 
     def solve(
-        self, history: History, hyperparams: Hyperparams
+        self, history: History, hyperparams
     ) -> tuple[Forecast, JumpDiffusionFit, PIDESolution]:
         """The forecast with the fit and the PIDE solution behind it (grid in ξ units).
 
@@ -369,16 +370,7 @@ class IMEXKernel(AbstractKernel):
         )
         return forecast, fit, solution
 
-    def forecast(
-        self, state: IMEXState, history: History, hyperparams: Hyperparams, key: PRNGKeyArray
-    ) -> Forecast:
-        """The one-step conditional mean of the fitted jump-diffusion, by the PIDE solver."""
-        forecast, _, _ = self.solve(history, hyperparams)
-        return forecast
-
-    def update(self, state: IMEXState, history: History, hyperparams: Hyperparams) -> IMEXState:
-        """Store the current fit for telemetry; keep the last valid one otherwise."""
-        fit = self.fit(history, hyperparams)
-        keep = ~(history.observed & fit.valid)
-        merged = jax.tree_util.tree_map(lambda old, new: jnp.where(keep, old, new), state.fit, fit)
-        return IMEXState(fit=merged, fitted=jnp.where(history.observed, fit.valid, state.fitted))
+    def step(self, state: EmptyState, history: History, params, key: PRNGKeyArray):
+        """One fit and one PIDE solve: the one-step conditional mean of the fitted jump-diffusion."""
+        forecast, fit, solution = self.solve(history, params)
+        return state, forecast, IMEXInfo(fit=fit, solver=solution.info)

@@ -46,10 +46,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Real
 
-from ..config import Hyperparams, PredictorConfig
-from .base import AbstractKernel, Forecast, History
+from ..config import PredictorConfig
+from .base import AbstractKernel, EmptyState, Forecast, History
 
-__all__ = ["LevyKernel", "LevyState", "StableEstimate", "estimate_stable", "sample_stable"]
+__all__ = ["LevyKernel", "LevyInfo", "StableEstimate", "estimate_stable", "sample_stable"]
 
 # Lower clamp of the estimated α. McCulloch's tables stop at ν_α = 25, where
 # α ≈ 0.51-0.59, and he states the method for α >= 0.6; below that the
@@ -407,13 +407,13 @@ def estimate_stable(
     )
 
 
-class LevyState(eqx.Module):
-    """Telemetry of kernel A: the last valid estimate (S0) of the increments' law.
+class LevyInfo(eqx.Module):
+    """Diagnostics of kernel A: this step's estimate (S0) of the increments' law.
 
     Attributes:
-        stability, skewness, scale, location: α, β, γ, δ₀ of the last valid
-            fit; (2, 0, 0, 0) before the first one (γ = 0 means "never fitted").
-        fitted: whether the most recent observed step gave a valid fit.
+        stability, skewness, scale, location: α, β, γ, δ₀ of this step's fit;
+            (2, 0, 0, 0) when there was no valid fit (γ = 0 means "no fit").
+        fitted: whether this step's window gave a valid fit.
     """
 
     stability: Float[Array, ""]
@@ -446,26 +446,22 @@ class LevyKernel(AbstractKernel):
     Falls back to the last value (``fallback``) with fewer than
     ``MIN_INCREMENTS`` real increments or when the interquartile range of the
     increments is within 64 ulps of the level (a constant series). Cost per
-    call: one sort of ``levy_window`` increments, ``levy_paths`` CMS draws and
-    one sort of them; ``update`` repeats the fit only, which XLA's common
-    subexpression elimination merges with the forecast's inside one jitted
-    step.
+    step: one sort of ``levy_window`` increments (the fit, once), ``levy_paths``
+    CMS draws and one sort of them. No state is carried: the fit is in the
+    step's :class:`LevyInfo`.
     """
 
     name: ClassVar[str] = "levy"
-    n_paths: int = eqx.field(static=True)
-    window: int = eqx.field(static=True)
+    n_paths: int = eqx.field(static=True, default=256)
+    window: int = eqx.field(static=True, default=96)
 
     @classmethod
     def from_config(cls, config: PredictorConfig) -> "LevyKernel":
         return cls(n_paths=config.levy_paths, window=config.levy_window)
 
-    def init(self, hyperparams: Hyperparams, dtype) -> LevyState:
-        zero = jnp.zeros((), dtype)
-        return LevyState(
-            stability=jnp.asarray(2.0, dtype), skewness=zero, scale=zero, location=zero,
-            fitted=jnp.zeros((), bool),
-        )
+    def init(self, params, dtype) -> EmptyState:
+        """Kernel A learns nothing across steps: each step refits the window."""
+        return EmptyState()
 
     def fit(self, history: History) -> StableEstimate:
         """The S0 estimate from the last ``window`` real increments of the target."""
@@ -477,60 +473,54 @@ class LevyKernel(AbstractKernel):
         return estimate_stable(increments, mask, floor)
 
     def _sorted_draws(
-        self, history: History, key: PRNGKeyArray
-    ) -> tuple[Float[Array, " paths"], Bool[Array, ""]]:
-        estimate = self.fit(history)
+        self, estimate: StableEstimate, history: History, key: PRNGKeyArray
+    ) -> Float[Array, " paths"]:
         # Fallback parameters keep the draws finite; their values are discarded.
         gamma = jnp.where(estimate.valid, estimate.scale, 1.0)
         draws = sample_stable(
             key, estimate.stability, estimate.skewness, gamma, estimate.location,
             (self.n_paths,), parameterization="S0", dtype=history.values.dtype,
         )
-        return jnp.sort(draws), estimate.valid
+        return jnp.sort(draws)
 
-    def forecast(
-        self, state: LevyState, history: History, hyperparams: Hyperparams, key: PRNGKeyArray
-    ) -> Forecast:
-        """Last value plus the median of ``levy_paths`` simulated increments."""
-        draws, valid = self._sorted_draws(history, key)
+    def step(
+        self, state: EmptyState, history: History, params, key: PRNGKeyArray
+    ) -> tuple[EmptyState, Forecast, LevyInfo]:
+        """One fit of the window, then the last value plus the median of ``levy_paths`` draws."""
+        estimate = self.fit(history)
+        draws = self._sorted_draws(estimate, history, key)
         median = _sorted_quantile(draws, jnp.asarray(self.n_paths), jnp.asarray(0.5, draws.dtype))
-        return Forecast.guarded(history.last + median, history, fallback=~valid)
+        forecast = Forecast.guarded(history.last + median, history, fallback=~estimate.valid)
+        info = LevyInfo(
+            stability=estimate.stability, skewness=estimate.skewness, scale=estimate.scale,
+            location=estimate.location, fitted=estimate.valid,
+        )
+        return state, forecast, info
 
     def predictive_quantiles(
         self,
-        state: LevyState,
+        state: EmptyState,
         history: History,
-        hyperparams: Hyperparams,
+        hyperparams,
         key: PRNGKeyArray,
         probs: Float[Array, "*probs"],
     ) -> tuple[Float[Array, "*probs"], Bool[Array, ""]]:
         """Quantiles of the predictive law of y_{t+1}, read off the Monte Carlo draws.
 
-        Uses the same draws as :meth:`forecast` for the same ``key`` (so the
+        Uses the same draws as :meth:`step` for the same ``key`` (so the
         0.5 quantile equals the forecast), x_(i) at level (i - 1/2)/n.
 
         Args:
-            state, history, hyperparams, key: as for :meth:`forecast`.
+            state, history, hyperparams, key: as for :meth:`step`.
             probs: levels in [0, 1].
 
         Returns:
             ``(quantiles, fallback)``: the levels of y_{t+1}, shaped like
             ``probs``; on fallback every quantile is ``history.last``.
         """
-        draws, valid = self._sorted_draws(history, key)
+        estimate = self.fit(history)
+        draws, valid = self._sorted_draws(estimate, history, key), estimate.valid
         levels = _sorted_quantile(draws, jnp.asarray(self.n_paths), probs.astype(draws.dtype))
         quantiles = history.last + levels
         ok = valid & jnp.all(jnp.isfinite(quantiles))
         return jnp.where(ok, quantiles, history.last), ~ok
-
-    def update(self, state: LevyState, history: History, hyperparams: Hyperparams) -> LevyState:
-        """Store the current fit for telemetry; keep the last valid one otherwise."""
-        estimate = self.fit(history)
-        keep = ~(history.observed & estimate.valid)
-        return LevyState(
-            stability=jnp.where(keep, state.stability, estimate.stability),
-            skewness=jnp.where(keep, state.skewness, estimate.skewness),
-            scale=jnp.where(keep, state.scale, estimate.scale),
-            location=jnp.where(keep, state.location, estimate.location),
-            fitted=jnp.where(history.observed, estimate.valid, state.fitted),
-        )

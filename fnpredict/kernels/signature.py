@@ -27,6 +27,7 @@ References:
     "Adaptive Filter Theory", ch. 9 (exponentially weighted RLS).
 """
 
+import math
 from typing import ClassVar
 
 import equinox as eqx
@@ -34,10 +35,11 @@ import jax.numpy as jnp
 import signax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ..config import Hyperparams, PredictorConfig
+from ..config import PredictorConfig
+from ..params import HyperparameterSpec
 from .base import AbstractKernel, Forecast, History
 
-__all__ = ["SignatureKernel", "SignatureState", "logsignature_size"]
+__all__ = ["SignatureKernel", "SignatureInfo", "SignatureState", "logsignature_size"]
 
 # Standardized increments (in units of the running mean absolute increment)
 # are winsorised at ±8 before they enter the path, and standardized targets
@@ -150,8 +152,9 @@ class SignatureKernel(AbstractKernel):
         w \leftarrow w + k (z - w^\top \phi), \quad
         P \leftarrow \tfrac{1}{\lambda}(P - k \phi^\top P),
 
-    and forecasts :math:`\hat y_{t+1} = y_t + s_t\,\operatorname{clip}(w^\top
-    \phi_t, \pm\mathrm{CLIP})`.
+    and then forecasts with the weights and scale just updated,
+    :math:`\hat y_{t+1} = y_t + s_t\,\operatorname{clip}(w_t^\top
+    \phi_t, \pm\mathrm{CLIP})` (learn first, then forecast).
 
     Numerical guards (the state stays finite for any finite input): features
     and targets are clipped (a 1e12 outlier enters as a ±CLIP move, bounded
@@ -167,14 +170,17 @@ class SignatureKernel(AbstractKernel):
     updates than features have been made.
 
     Cost per step: one log-signature of a ``window``-point path in
-    ``channels + 1`` dimensions and O(features²) for RLS, twice (forecast and
-    update each build the features of the current path).
+    ``channels + 1`` dimensions and O(features²) for RLS, once each.
     """
 
     name: ClassVar[str] = "signature"
-    depth: int = eqx.field(static=True)
-    window: int = eqx.field(static=True)
-    n_channels: int = eqx.field(static=True)
+    hyperparameters: ClassVar[tuple] = (
+        HyperparameterSpec("rls_forgetting", 0.995, 0.0, 1.0, True, False, "RLS forgetting factor of kernel D"),
+        HyperparameterSpec("rls_ridge", 1.0, 0.0, math.inf, True, True, "initial ridge (P0 = I/ridge) of kernel D"),
+    )
+    depth: int = eqx.field(static=True, default=3)
+    window: int = eqx.field(static=True, default=4)
+    n_channels: int = eqx.field(static=True, default=1)
 
     @classmethod
     def from_config(cls, config: PredictorConfig) -> "SignatureKernel":
@@ -185,9 +191,9 @@ class SignatureKernel(AbstractKernel):
         """Bias plus the log-signature without its constant time increment."""
         return logsignature_size(self.n_channels + 1, self.depth)
 
-    def init(self, hyperparams: Hyperparams, dtype) -> SignatureState:
+    def init(self, params, dtype) -> SignatureState:
         n = self.n_features
-        ridge = jnp.asarray(hyperparams.rls_ridge, dtype)
+        ridge = jnp.asarray(params.rls_ridge, dtype)
         return SignatureState(
             weights=jnp.zeros((n,), dtype),
             covariance=jnp.eye(n, dtype=dtype) / ridge,
@@ -217,27 +223,25 @@ class SignatureKernel(AbstractKernel):
         logsig = signax.logsignature(jnp.concatenate([time, path], axis=1), self.depth)
         return jnp.concatenate([jnp.ones((1,), dtype), logsig[1:].astype(dtype)])
 
-    def forecast(
-        self, state: SignatureState, history: History, hyperparams: Hyperparams, key: PRNGKeyArray
-    ) -> Forecast:
-        """y_t + s · clip(w·φ(current path)), with the state's scale and weights."""
-        scale = state.scale()
-        phi = self.features(history.values, scale)
-        step = jnp.clip(jnp.dot(state.weights, phi), -CLIP, CLIP)
-        degenerate = scale[0] <= _scale_floor(history.values[-self.window:])[0]
-        fallback = (history.count < 2) | degenerate | (state.n_updates < self.n_features)
-        return Forecast.guarded(history.last + scale[0] * step, history, fallback=fallback)
+    def step(
+        self, state: SignatureState, history: History, params, key: PRNGKeyArray
+    ) -> tuple[SignatureState, Forecast, "SignatureInfo"]:
+        """Learn the realised increment, then forecast with the weights and scale just updated.
 
-    def update(self, state: SignatureState, history: History, hyperparams: Hyperparams) -> SignatureState:
-        """Learn the realised increment from the stored features; refresh scale and features.
+        1. RLS on (φ_{t−1}, z_t): the features stored at the previous observed
+           step against the realised standardized increment;
+        2. the running scale s_t with |y_t − y_{t−1}|;
+        3. φ_t, the features of the path ending at y_t (computed once: they
+           serve the forecast now and the RLS update at the next step);
+        4. ŷ_{t+1} = y_t + s_t · clip(w_t·φ_t, ±CLIP).
 
         After missing steps the realised increment spans the gap (the buffer
         only moves on observed steps) and is learned from the features stored
         before it: a slightly misspecified target, bounded by the clip.
         """
         dtype = history.values.dtype
-        forgetting = jnp.asarray(hyperparams.rls_forgetting, dtype)
-        ridge = jnp.asarray(hyperparams.rls_ridge, dtype)
+        forgetting = jnp.asarray(params.rls_forgetting, dtype)
+        ridge = jnp.asarray(params.rls_ridge, dtype)
         has_increment = history.observed & (history.count >= 2)
         increment = history.values[-1] - history.values[-2]
 
@@ -264,16 +268,18 @@ class SignatureKernel(AbstractKernel):
         scale_weight = jnp.where(has_increment, SCALE_DECAY * state.scale_weight + 1.0, state.scale_weight)
         new_scale = scale_sum / jnp.where(scale_weight > 0, scale_weight, 1.0)
 
-        # 3. Features of the current path, learned from at the next step.
+        # 3. Features of the current path (once).
         phi = self.features(history.values, new_scale)
-        phi_valid = (
-            (history.count >= 2)
-            & (new_scale[0] > _scale_floor(history.values[-self.window:])[0])
-            & jnp.all(jnp.isfinite(phi))
-        )
+        degenerate = new_scale[0] <= _scale_floor(history.values[-self.window:])[0]
+        phi_valid = (history.count >= 2) & ~degenerate & jnp.all(jnp.isfinite(phi))
+
+        # 4. Forecast with what was just learnt.
+        move = jnp.clip(jnp.dot(weights, jnp.where(phi_valid, phi, 0.0)), -CLIP, CLIP)
+        fallback = (history.count < 2) | degenerate | (n_updates < self.n_features)
+        forecast = Forecast.guarded(history.last + new_scale[0] * move, history, fallback=fallback)
 
         observed = history.observed
-        return SignatureState(
+        new_state = SignatureState(
             weights=weights,
             covariance=covariance,
             features=jnp.where(observed, jnp.where(phi_valid, phi, 0.0), state.features),
@@ -283,6 +289,22 @@ class SignatureKernel(AbstractKernel):
             scale_weight=scale_weight,
             n_updates=n_updates,
         )
+        info = SignatureInfo(learned=learn, n_updates=n_updates, scale=new_scale[0])
+        return new_state, forecast, info
+
+
+class SignatureInfo(eqx.Module):
+    """Diagnostics of kernel D for one step.
+
+    Attributes:
+        learned: the RLS learned from the realised increment this step.
+        n_updates: RLS updates so far.
+        scale: the running channel-0 scale s_t the forecast used.
+    """
+
+    learned: Bool[Array, ""]
+    n_updates: Int[Array, ""]
+    scale: Float[Array, ""]
 
 
 def _rls_step(

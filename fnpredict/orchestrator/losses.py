@@ -62,7 +62,7 @@ def huber(z: Float[Array, "*shape"], delta: Float[Array, ""]) -> Float[Array, "*
 
     .. math::
 
-        \\ell_\\delta(z) = \\begin{cases} z^2/2 & |z| \\le \\delta \\\\
+        \\ell_\\delta(z) = \\begin{cases} z^2/2 & |z| \\le \\delta \\
         \\delta(|z| - \\delta/2) & |z| > \\delta \\end{cases}
 
     It grows linearly beyond ``δ``, so one outlier moves the weights by an
@@ -124,3 +124,31 @@ def energy_gradient(
     # it (and any overflowing quotient) back onto the cap.
     z = jnp.clip((kernel_predictions - target) / safe_sigma, -STANDARDIZED_ERROR_CAP, STANDARDIZED_ERROR_CAP)
     return jnp.where(loss_type == LOSS_HUBER, huber(z, huber_delta_scale), mse(z))
+
+
+def linearized_losses(
+    kernel_predictions: Float[Array, " kernels"],
+    weights: Float[Array, " kernels"],
+    target: Float[Array, ""],
+    sigma: Float[Array, ""],
+    loss_type: Int[Array, ""],
+    huber_delta_scale: Float[Array, ""],
+) -> Float[Array, " kernels"]:
+    """The "gradient trick" losses: ∂/∂ρ_k of the mixture's standardized loss.
+
+    With ``z_k = (f_k − y)/σ`` (capped as in :func:`energy_gradient`) and the
+    mixture's ``z_ρ = Σ_k ρ_k z_k``,
+
+    .. math:: \\tilde\\ell_k = \\ell'(z_\\rho)\\, z_k,
+
+    ``ℓ'(z) = z`` for the half squared error and ``clip(z, −δ, δ)`` for Huber.
+    A rule run on these linear losses competes with the best convex
+    combination of the kernels (Cesa-Bianchi & Lugosi 2006, §2.5; Gaillard,
+    Stoltz & van Erven 2014), not only with the best single kernel.
+    """
+    dtype = jnp.result_type(kernel_predictions, target, sigma)
+    safe_sigma = jnp.maximum(sigma, jnp.finfo(dtype).tiny)
+    z = jnp.clip((kernel_predictions - target) / safe_sigma, -STANDARDIZED_ERROR_CAP, STANDARDIZED_ERROR_CAP)
+    z_mix = jnp.dot(weights, z)
+    slope = jnp.where(loss_type == LOSS_HUBER, jnp.clip(z_mix, -huber_delta_scale, huber_delta_scale), z_mix)
+    return slope * z

@@ -82,13 +82,13 @@ def run_bench(config: PredictorConfig, n_assets: int = 256, steps: int = 500, se
     python_loop()
     loop_time = _median_time(python_loop, repeats=3) / loop_steps
 
-    scan = jax.jit(lambda s, d, k: engine._scan(s, d, k))
+    scan = jax.jit(lambda s, d, k: engine.scan(s, d, k))
     _block(scan(warm, data, keys))
     scan_time = _median_time(lambda: scan(warm, data, keys), repeats=3) / steps
 
     batched_state = jax.vmap(lambda _: warm)(jnp.arange(n_assets))
     batched_data = jnp.asarray(series.T, config.jnp_dtype)  # (time, assets)
-    vscan = jax.jit(jax.vmap(lambda s, d, k: engine._scan(s, d, k), in_axes=(0, 1, None)))
+    vscan = jax.jit(jax.vmap(lambda s, d, k: engine.scan(s, d, k), in_axes=(0, 1, None)))
     _block(vscan(batched_state, batched_data, keys))
     vmap_time = _median_time(lambda: vscan(batched_state, batched_data, keys), repeats=2) / (steps * n_assets)
 

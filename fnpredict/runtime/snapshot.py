@@ -15,7 +15,6 @@ torn file. Reading checks the magic, the header, the length, the checksum, the
 format version and the config before deserialising into ``like``.
 """
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -31,7 +30,7 @@ import numpy as np
 from ..state import PredictorState
 
 MAGIC = b"FNPSNAP1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: components (kernels, rule, guards) as config values
 
 
 class SnapshotError(Exception):
@@ -46,10 +45,6 @@ def _versions() -> dict:
             return "unknown"
 
     return {"fnpredict": v("fnpredict"), "jax": jax.__version__, "equinox": v("equinox")}
-
-
-def _config_dict(config) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def _leaf_signature(state) -> list:
@@ -72,7 +67,7 @@ def save_snapshot(path: str | os.PathLike, state: PredictorState) -> None:
     header = {
         "format": FORMAT_VERSION,
         "versions": _versions(),
-        "config": _config_dict(state.config),
+        "config": state.config.describe(),
         "leaves": _leaf_signature(state),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "payload_bytes": len(payload),
@@ -162,7 +157,7 @@ def load_snapshot(
             f"snapshot {os.fspath(path)!r} was written by fnpredict {saved_version}, this is {running_version}; "
             "pass allow_version_mismatch=True to try anyway"
         )
-    expected = _config_dict(like.config)
+    expected = like.config.describe()
     if header.get("config") != expected:
         diff = sorted(
             key for key in set(expected) | set(header.get("config", {}))

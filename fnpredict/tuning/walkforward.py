@@ -59,8 +59,8 @@ def make_windows(data, n_windows: int, train: int | None = None) -> tuple[np.nda
 def _score_window(config: PredictorConfig, train: int, hyperparams, window, key):
     state = engine.init(config, None, hyperparams)
     keys = jax.random.split(key, window.shape[0])
-    state, _ = engine._scan(state, window[:train], keys[:train], keep_outputs=False)
-    _, outputs = engine._scan(state, window[train:], keys[train:])
+    state, _ = engine.scan(state, window[:train], keys[:train], keep_outputs=False)
+    _, outputs = engine.scan(state, window[train:], keys[train:])
     target_series = window[train:] if window.ndim == 1 else window[train:, 0]
     forecast = outputs.prediction[:-1]
     target = target_series[1:]

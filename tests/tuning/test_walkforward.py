@@ -33,8 +33,8 @@ def test_vmapped_windows_equal_separate_runs(series):
     for i in (0, 3):
         keys = jax.random.split(window_keys[i], windows.shape[1])
         state = fp.init(CONFIG)
-        state, _ = fp.engine._scan(state, jnp.asarray(windows[i, :train]), keys[:train], keep_outputs=False)
-        _, outs = fp.engine._scan(state, jnp.asarray(windows[i, train:]), keys[train:])
+        state, _ = fp.engine.scan(state, jnp.asarray(windows[i, :train]), keys[:train], keep_outputs=False)
+        _, outs = fp.engine.scan(state, jnp.asarray(windows[i, train:]), keys[train:])
         forecast = np.asarray(outs.prediction[:-1])
         target = windows[i, train + 1 :]
         mse = np.mean((forecast - target) ** 2)
