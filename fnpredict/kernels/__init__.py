@@ -16,6 +16,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "dgm": ("dgm", "DGMKernel"),
     "imex": ("imex", "IMEXKernel"),
     "signature": ("signature", "SignatureKernel"),
+    "persistence": ("persistence", "PersistenceKernel"),
 }
 
 
