@@ -19,7 +19,7 @@ def main(steps: int = 300, n_assets: int = 4):
     state, outs = fp.predict(state, prices[200:200 + steps], key)  # outputs stacked on axis 0
     errors = np.asarray(outs.prediction[:-1]) - prices[201:200 + steps]
     print(f"one-step RMSE over {steps - 1} days: {np.sqrt(np.mean(errors ** 2)):.5f} (log price)")
-    print("final weights:", dict(zip(config.kernels, np.round(np.asarray(outs.weights[-1]), 3))))
+    print("final weights:", dict(zip(config.kernel_names, np.round(np.asarray(outs.weights[-1]), 3))))
 
     # Many assets: vmap the scanned step over a batch of states and series.
     series = jnp.stack([jnp.asarray(prices[i * 500 : i * 500 + steps]) for i in range(n_assets)], axis=1)

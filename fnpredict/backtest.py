@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import engine
 from .config import Hyperparams, PredictorConfig
 from .state import PredictorState
-from .telemetry import SCALAR_FIELDS
+from .telemetry import flatten
 
 
 @dataclasses.dataclass
@@ -106,10 +106,7 @@ def run_backtest(
         bar.update(min(chunk, total - index * chunk))
     bar.close()
     stacked = jax.tree_util.tree_map(lambda *parts: np.concatenate(parts, axis=0)[:total], *pieces)
-    telemetry = {
-        field.name: np.asarray(getattr(stacked.telemetry, field.name))
-        for field in dataclasses.fields(stacked.telemetry)
-    }
+    telemetry = flatten(stacked.telemetry)
     hp = state.hyperparams
     return BacktestResult(
         labels=labels,
@@ -118,7 +115,7 @@ def run_backtest(
         kernel_predictions=np.asarray(stacked.kernel_predictions),
         weights=np.asarray(stacked.weights),
         telemetry=telemetry,
-        kernel_names=config.kernels,
+        kernel_names=config.kernel_names,
         final_state=state,
         config=config,
         hyperparams={name: float(np.asarray(getattr(hp, name))) for name in Hyperparams.spec()},
@@ -206,19 +203,42 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def telemetry_columns(result: BacktestResult) -> list[tuple[str, str, int | None]]:
+    """The CSV's telemetry columns, derived from the telemetry tree: ``(column, path, index)``.
+
+    A per-step scalar is one column named by its dotted path; a per-kernel
+    vector ``kernel_<what>`` becomes ``<what>_<kernel>``; any other vector
+    becomes ``<path>_<i>``. ``kernel_weights`` is the ``weight_<kernel>``
+    columns already.
+    """
+    names = result.kernel_names
+    columns = []
+    for path, values in result.telemetry.items():
+        if path == "kernel_weights":
+            continue
+        if values.ndim == 1:
+            columns.append((path, path, None))
+        elif values.ndim == 2 and path.startswith("kernel_") and values.shape[1] == len(names):
+            columns += [(f"{path.removeprefix('kernel_')}_{n}", path, j) for j, n in enumerate(names)]
+        elif values.ndim == 2:
+            columns += [(f"{path}_{j}", path, j) for j in range(values.shape[1])]
+    return columns
+
+
 def write_predictions_csv(path: str | os.PathLike, result: BacktestResult) -> None:
     """``date, obs, prediction, pred_<kernel>…, weight_<kernel>…, telemetry…`` per step.
 
-    ``prediction`` on row t is the forecast of row t+1's ``obs``.
+    ``prediction`` on row t is the forecast of row t+1's ``obs``. The
+    telemetry columns are every leaf of the telemetry tree
+    (:func:`telemetry_columns`), components' infos included.
     """
     names = result.kernel_names
+    columns = telemetry_columns(result)
     header = (
         ["date", "obs", "prediction"]
         + [f"pred_{n}" for n in names]
         + [f"weight_{n}" for n in names]
-        + list(SCALAR_FIELDS)
-        + [f"fallback_{n}" for n in names]
-        + [f"converged_{n}" for n in names]
+        + [column for column, _, _ in columns]
     )
     telemetry = result.telemetry
     tmp = os.fspath(path) + ".tmp"
@@ -229,14 +249,14 @@ def write_predictions_csv(path: str | os.PathLike, result: BacktestResult) -> No
             row = [label, repr(float(result.obs[t])), repr(float(result.prediction[t]))]
             row += [repr(float(v)) for v in result.kernel_predictions[t]]
             row += [repr(float(v)) for v in result.weights[t]]
-            for field in SCALAR_FIELDS:
-                value = telemetry[field][t]
+            for _, field, index in columns:
+                value = telemetry[field][t] if index is None else telemetry[field][t, index]
                 integral = value.dtype == bool or np.issubdtype(value.dtype, np.integer)
                 row.append(int(value) if integral else repr(float(value)))
-            row += [int(v) for v in telemetry["kernel_fallback"][t]]
-            row += [int(v) for v in telemetry["kernel_converged"][t]]
             writer.writerow(row)
     os.replace(tmp, path)
 
 
-__all__ = ["BacktestResult", "run_backtest", "summarize", "format_summary", "write_predictions_csv"]
+__all__ = [
+    "BacktestResult", "run_backtest", "summarize", "format_summary", "write_predictions_csv", "telemetry_columns",
+]

@@ -39,7 +39,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     parser.add_argument("--kernels", default=None,
-                        help="comma-separated kernels to enable (default: all of levy,dgm,imex,signature)")
+                        help="comma-separated registered kernels (default: levy,dgm,imex,signature; "
+                             "also: persistence)")
+    parser.add_argument("--rule", default=None,
+                        help="weight rule by name (default: jko, the JKO flow; see fnpredict.orchestrator)")
+    parser.add_argument("--guards", default=None,
+                        help="comma-separated guards to switch on (default: all; 'none' for none)")
     parser.add_argument("--buffer-size", type=int, default=None, help="sliding-window length (default 128)")
     parser.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
 
@@ -61,6 +66,12 @@ def _config(args):
         changes["kernels"] = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     if args.buffer_size:
         changes["buffer_size"] = args.buffer_size
+    if getattr(args, "rule", None):
+        changes["rule"] = args.rule
+    if getattr(args, "guards", None):
+        changes["guards"] = () if args.guards == "none" else tuple(
+            g.strip() for g in args.guards.split(",") if g.strip()
+        )
     channels = len(args.column.split(",")) if hasattr(args, "column") else 1
     if channels > 1:
         changes["n_channels"] = channels
@@ -100,7 +111,7 @@ def cmd_backtest(args) -> int:
     values, labels, source = _load(args)
     os.makedirs(args.out, exist_ok=True)
     log = sys.stderr if args.json else sys.stdout
-    print(f"fnpredict backtest: {len(values)} steps from {source}, kernels {','.join(config.kernels)}", file=log)
+    print(f"fnpredict backtest: {len(values)} steps from {source}, kernels {','.join(config.kernel_names)}", file=log)
     started = time.perf_counter()
     result = run_backtest(values, config, jax.random.key(args.seed), labels=labels, progress=not args.no_progress)
     elapsed = time.perf_counter() - started
@@ -171,7 +182,7 @@ def cmd_stream(args) -> int:
     state = fp.init(config, jax.random.key(args.seed))
     if args.snapshot and os.path.exists(args.snapshot):
         state = fp.load_snapshot(args.snapshot, state)
-    metrics = TelemetryMetrics(config.kernels)
+    metrics = TelemetryMetrics(config.kernel_names)
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     key = jax.random.key(args.seed)
@@ -212,6 +223,53 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# --- evaluate (the evaluation lab, fnpredict.evaluation) -------------------
+
+
+def cmd_evaluate(args) -> int:
+    """Run a grid of variants over observed and/or synthetic series; table, CSV, JSON, PNG."""
+    import jax
+
+    import fnpredict as fp
+
+    from . import evaluation as ev
+
+    _setup(args)
+    log = sys.stderr if args.json else sys.stdout
+    changes = {}
+    if args.buffer_size:
+        changes["buffer_size"] = args.buffer_size
+    base = fp.PredictorConfig(**changes)
+    kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip()) if args.kernels else None
+    variants = ev.select(args.variants, base, kernels=kernels)
+    series = []
+    if args.data is not None or not args.synthetic:
+        if args.data == "sp500":
+            args.data = None
+        values, _, source = _load(args)
+        if np.ndim(values) != 1:
+            raise ValueError("evaluate: one --column only (the lab scores channel 0 of a single series)")
+        series.append(ev.observed(os.path.splitext(os.path.basename(source))[0], values))
+    if args.synthetic:
+        families = list(ev.FAMILIES) if args.synthetic == "all" else [
+            f.strip() for f in args.synthetic.split(",") if f.strip()]
+        for family in families:
+            series += ev.synthetic_family(family, args.seeds, args.steps)
+    n_configs = len(ev.group_by_config(variants))
+    print(f"fnpredict evaluate: {len(variants)} variants ({n_configs} compiled configs) x {len(series)} series, "
+          f"scored after {args.warmup} steps", file=log)
+    result = ev.evaluate(variants, series, jax.random.key(args.seed), warmup=args.warmup,
+                         progress=not args.no_progress)
+    paths = ev.write_all(args.out, result, extra={"command": "evaluate", "variants_spec": args.variants})
+    print(ev.format_table(ev.summary_rows(result)), file=log)
+    print(f"wrote {paths['csv']}, {paths['json']} and {paths['png']} ({result.seconds:.1f} s)", file=log)
+    if args.json:
+        print(_dump({"seconds": result.seconds, "outputs": paths, "rows": ev.summary_rows(result)}))
+    return 0
+
+# --- end evaluate ------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fnpredict", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +306,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assets", type=int, default=256, help="assets in the vmap measurement (default 256)")
     p.add_argument("--steps", type=int, default=500, help="steps per measurement (default 500)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("evaluate", help="evaluation lab: variants x series vs random walk, kernels, truth")
+    _add_data(p)
+    p.add_argument("--synthetic", default=None,
+                   help="comma-separated synthetic families (ou, ou_jumps, drift_flip, ar2_increments, "
+                        "stable_increments) or 'all'; without --data only these are scored "
+                        "(--data sp500 adds the bundled series)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per synthetic family (default 3)")
+    p.add_argument("--steps", type=int, default=2000, help="steps per synthetic series (default 2000)")
+    p.add_argument("--warmup", type=int, default=200, help="first scored step (default 200)")
+    p.add_argument("--variants", default="default",
+                   help="grid: default (6 configs: jko, ewa, boa, uniform with the default kernels, "
+                        "jko+persistence, jko-no-guards), rules (12), guards (6), all (17 configs: rules "
+                        "jko/ewa/boa/mlpol/fixed_share/uniform x default/+persistence kernels and every guard "
+                        "ablation); or comma-separated labels")
+    p.add_argument("--kernels", default=None, help="replace the default kernel set of the grid")
+    p.add_argument("--buffer-size", type=int, default=None, help="sliding-window length (default 128)")
+    p.add_argument("--out", default="out/evaluation", help="output folder (default ./out/evaluation)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the runs (default 0)")
+    p.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

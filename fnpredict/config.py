@@ -77,6 +77,15 @@ class PredictorConfig:
         holder_min_count: observations the buffer must hold before the Hölder
             exponent may trip the circuit breaker (default: the whole buffer).
         cusum_window: length of the rolling error window for the kurtosis.
+        regime_detectors: which regime-change detectors raise
+            ``regime_change_detected``: ``"magnitude"`` (the seed's one-sided
+            CUSUM on the error scale, kurtosis-adaptive threshold) and/or
+            ``"signed"`` (a two-sided Page CUSUM on the signed standardized
+            errors: a shift of their mean, e.g. a drift flip). Both always
+            run and report; this selects which ones alarm.
+        bad_tick_filter: hold back an observation implausibly far from the
+            recent path (``bad_tick_threshold`` robust standard deviations)
+            until the next one confirms it (:mod:`fnpredict.input_filter`).
         ttl_max: consecutive missing observations before degraded mode.
         ttl_recovery: consecutive valid observations that clear degraded mode
             (hysteresis).
@@ -110,6 +119,8 @@ class PredictorConfig:
     q_moments: tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0, 3.0, 4.0)
     holder_min_count: int | None = None
     cusum_window: int = 64
+    regime_detectors: tuple[str, ...] = ("magnitude", "signed")
+    bad_tick_filter: bool = True
     ttl_max: int = 5
     ttl_recovery: int = 3
     jko_mode: str = "faithful"
@@ -154,6 +165,12 @@ class PredictorConfig:
         if self.holder_min_count > self.buffer_size:
             _fail("holder_min_count", f"must be <= buffer_size={self.buffer_size}")
         positive_int("cusum_window", 8)
+        detectors = (self.regime_detectors,) if isinstance(self.regime_detectors, str) else tuple(self.regime_detectors)
+        object.__setattr__(self, "regime_detectors", detectors)
+        if not set(detectors) <= {"magnitude", "signed"} or len(set(detectors)) != len(detectors):
+            _fail("regime_detectors", f"must be distinct names from ('magnitude', 'signed'), got {detectors}")
+        if not isinstance(self.bad_tick_filter, bool):
+            _fail("bad_tick_filter", f"must be True or False, got {self.bad_tick_filter!r}")
         positive_int("ttl_max", 1)
         positive_int("ttl_recovery", 1)
         if self.jko_mode not in JKO_MODES:
@@ -303,6 +320,9 @@ _HYPERPARAMETER_SPEC: dict[str, tuple] = {
     "besov_c": (2.0, 0.0, math.inf, True, True, "cone-of-influence radius factor of WTMM linking", False),
     "huber_delta_scale": (1.345, 0.0, math.inf, True, True, "Huber delta in units of the error sigma", True),
     "weight_floor": (1e-6, 0.0, 0.1, True, False, "weight left on the other kernels in emergency", True),
+    "bad_tick_threshold": (8.0, 0.0, math.inf, True, True, "bad-tick test, robust standard deviations", False),
+    "page_h": (12.0, 0.0, math.inf, True, True, "signed (Page) CUSUM threshold, standardized units", False),
+    "page_k": (0.35, 0.0, math.inf, False, True, "signed (Page) CUSUM reference value (half the shift)", False),
 }
 
 
@@ -359,6 +379,9 @@ class Hyperparams(eqx.Module):
     besov_c: Float[Array, "..."]
     huber_delta_scale: Float[Array, "..."]
     weight_floor: Float[Array, "..."]
+    bad_tick_threshold: Float[Array, "..."]
+    page_h: Float[Array, "..."]
+    page_k: Float[Array, "..."]
     components: dict
 
     SPEC: ClassVar[dict] = _HYPERPARAMETER_SPEC

@@ -7,8 +7,11 @@ identification signals (:mod:`fnpredict.sia`) are all values of the config,
 and the policy lives in the guards' precedence table, not here. One step, in
 the order of DESIGN §2, for one asset:
 
-1. error e_t = y_t − ŷ_t (skipped when y_t is missing);
-2. CUSUM on the standardized error, kurtosis window, adaptive threshold;
+0. the bad-tick filter may hold y_t back (then the step counts as missing)
+   or confirm a held value (pushed first);
+1. error e_t = y_t − ŷ_t (skipped when y_t is missing or held);
+2. regime detectors on the standardized error: the magnitude CUSUM (kurtosis
+   window, adaptive threshold) and the signed two-sided Page CUSUM;
 3. the losses of the previous kernel forecasts against y_t (the rule's input);
 4. buffer update with y_t;
 5. Hölder exponent h_min of the buffer (WTMM);
@@ -29,11 +32,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .config import Hyperparams, PredictorConfig
 from .guards import Decision, Signals
-from .kernels import History
+from .input_filter import filter_init, filter_observation
+from .kernels import History, NoInfo
 from .orchestrator import RuleInput
 from .orchestrator.losses import energy_gradient, linearized_losses
 from .results import step_result
 from .sia.cusum import cusum_init, cusum_reset, cusum_update
+from .sia.page import page_init, page_update
 from .sia.wtmm import holder_exponent
 from .state import PredictorState
 from .telemetry import LOSS_MSE, StepOutput, Telemetry
@@ -90,6 +95,8 @@ def init(
         kernel_predictions=jnp.zeros((n_kernels,), dtype),
         weights=jnp.full((n_kernels,), 1.0 / n_kernels, dtype),
         cusum=cusum_init(config.cusum_window, dtype),
+        page=page_init(dtype),
+        input_filter=filter_init(config.n_channels, dtype),
         loss_type=jnp.asarray(LOSS_MSE, jnp.int32),
         kernel_states=tuple(
             kernel.init(hyperparams.component(kernel.name), dtype) for kernel in config.kernel_objects
@@ -138,19 +145,37 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     obs = _as_observation(obs, config)
     kernel_keys = jax.random.split(key, config.n_kernels)
 
-    # Bad data is data: NaN = missing; ±Inf = missing and flagged.
+    # Bad data is data: NaN = missing; ±Inf = missing and flagged; an
+    # implausible jump is held back until the next observation decides.
     rejected = jnp.any(jnp.isinf(obs))
-    observed = jnp.all(jnp.isfinite(obs))
-    target = jnp.where(observed, obs[0], state.buffer[-1, 0])
+    finite = jnp.all(jnp.isfinite(obs))
+    window = History(values=state.buffer, count=state.buffer_count, observed=finite)
+    input_filter, filter_info = state.input_filter, None
+    observed = finite
+    if config.bad_tick_filter:
+        input_filter, window, observed, filter_info = filter_observation(
+            state.input_filter, obs, finite, window, hp.bad_tick_threshold
+        )
+    target = jnp.where(observed, obs[0], window.last)
 
-    # 1-2. Error of the forecast made at t-1, and the regime detector on it.
+    # 1-2. Error of the forecast made at t-1, and the regime detectors on it.
     error_valid = observed & (state.buffer_count > 0)
     error = jnp.where(error_valid, target - state.prediction, 0.0)
     cusum, cusum_info = cusum_update(
         state.cusum, jax.lax.stop_gradient(error), error_valid, hp.cusum_h, hp.cusum_k, hp.error_alpha
     )
-    alarm = cusum_info.alarm & error_valid
-    cusum = jax.tree_util.tree_map(lambda reset, kept: jnp.where(alarm, reset, kept), cusum_reset(cusum), cusum)
+    magnitude_alarm = cusum_info.alarm & error_valid
+    cusum = jax.tree_util.tree_map(
+        lambda reset, kept: jnp.where(magnitude_alarm, reset, kept), cusum_reset(cusum), cusum
+    )
+    page, page_info = page_update(
+        state.page, jax.lax.stop_gradient(cusum_info.standardized_error), error_valid, hp.page_h, hp.page_k
+    )
+    alarm = jnp.zeros((), bool)
+    if "magnitude" in config.regime_detectors:
+        alarm = alarm | magnitude_alarm
+    if "signed" in config.regime_detectors:
+        alarm = alarm | page_info.alarm
     sigma = jax.lax.stop_gradient(cusum_info.sigma)
 
     # 3. What the weight rule learns from: the previous forecasts' losses.
@@ -167,7 +192,7 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     )
 
     # 4-5. Buffer, and the Hölder exponent of the window.
-    history = History(values=state.buffer, count=state.buffer_count, observed=observed).push(obs, observed)
+    history = window.push(obs, observed)
     h_min, h_valid = holder_exponent(
         jax.lax.stop_gradient(history.values[:, 0]), config.scales, config.q_moments, hp.besov_c, config.wavelet
     )
@@ -233,6 +258,8 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
             kernel_predictions=kernel_predictions,
             weights=weights,
             cusum=cusum,
+            page=page,
+            input_filter=input_filter,
             loss_type=decision.loss_type.astype(jnp.int32),
             kernel_states=kernel_states,
             rule_state=rule_state,
@@ -261,16 +288,18 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         mode_collapse_warning=decision.collapse_warning,
         sinkhorn_converged=jnp.where(flow_ran, rule_converged, True),
         loss_type=new_state.loss_type,
-        observation_missing=~observed,
+        observation_missing=~finite,
         observation_rejected=rejected,
+        observation_held=filter_info.held if filter_info is not None else jnp.zeros((), bool),
         error=jnp.where(error_valid, error, nan),
         error_scale=sigma.astype(dtype),
         kernel_fallback=kernel_fallback,
         kernel_converged=kernel_converged,
         state_repaired=repaired,
         status=step_result(
-            observation_missing=~observed,
+            observation_missing=~finite,
             observation_rejected=rejected,
+            observation_held=~observed & finite,
             kernel_fallback=jnp.any(kernel_fallback),
             solver_not_converged=~jnp.all(kernel_converged) | (flow_ran & ~rule_converged),
             regime_reset=decision.regime_reset,
@@ -283,6 +312,9 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         rule=rule_info,
         guards=guard_infos,
         cusum=cusum_info,
+        page=page_info,
+        input_filter=filter_info if filter_info is not None else NoInfo(),
+        regime_detector=(magnitude_alarm.astype(jnp.int32) + 2 * page_info.alarm.astype(jnp.int32)),
     )
     output = StepOutput(
         prediction=new_state.prediction,

@@ -16,6 +16,7 @@ regime_reset          a regime change reset the weights
 solver_not_converged  a kernel's inner solver or the weight rule did not
                       converge (its result may still be used)
 kernel_fallback       a kernel fell back to the last value
+observation_held      the observation was held back as a suspected bad tick
 observation_rejected  the observation had ±Inf (treated as missing)
 observation_missing   no observation this step (NaN)
 successful            none of the above
@@ -32,6 +33,7 @@ class RESULTS(eqx.Enumeration):
     successful = "the step ran normally"
     observation_missing = "no observation this step (NaN)"
     observation_rejected = "the observation had ±Inf and was treated as missing"
+    observation_held = "the observation was held back as a suspected bad tick"
     kernel_fallback = "a kernel fell back to the last value"
     solver_not_converged = "an inner solver or the weight rule did not converge"
     regime_reset = "a regime change reset the weights"
@@ -43,7 +45,7 @@ class RESULTS(eqx.Enumeration):
 
 #: Lowest precedence first: later entries override earlier ones.
 PRECEDENCE: tuple[str, ...] = (
-    "observation_missing", "observation_rejected", "kernel_fallback", "solver_not_converged",
+    "observation_missing", "observation_rejected", "observation_held", "kernel_fallback", "solver_not_converged",
     "regime_reset", "collapse_muted", "emergency", "degraded", "state_repaired",
 )
 

@@ -28,7 +28,9 @@ class PredictorState(eqx.Module):
         prediction: the last ensemble forecast ŷ_{t+1} (0 before any data).
         kernel_predictions: the last per-kernel forecasts (K,).
         weights: the current kernel weights ρ (K,), on the simplex.
-        cusum: the CUSUM / error-scale / kurtosis-window state.
+        cusum: the magnitude CUSUM / error-scale / kurtosis-window state.
+        page: the signed (Page) two-sided CUSUM state.
+        input_filter: the bad-tick filter's state (a held observation).
         loss_type: 0 = MSE, 1 = Huber (robust mode; set by the guards).
         kernel_states: each kernel's learned state, in column order.
         rule_state: the weight rule's state.
@@ -46,6 +48,8 @@ class PredictorState(eqx.Module):
     kernel_predictions: Float[Array, " kernels"]
     weights: Float[Array, " kernels"]
     cusum: eqx.Module
+    page: eqx.Module
+    input_filter: eqx.Module
     loss_type: Int[Array, ""]
     kernel_states: tuple
     rule_state: eqx.Module

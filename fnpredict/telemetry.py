@@ -41,8 +41,9 @@ class Telemetry(eqx.Module):
             observations until ``ttl_recovery`` valid ones arrive; weights frozen.
         emergency_mode: the circuit breaker tripped this step (h_min <
             ``holder_threshold``): weight moved to the emergency kernel (D).
-        regime_change_detected: the CUSUM alarmed this step (weights reset to
-            uniform, G⁺ reset).
+        regime_change_detected: a regime detector of ``regime_detectors``
+            alarmed this step (the ``regime_reset`` guard resets the weights;
+            the alarming CUSUM restarts); ``regime_detector`` says which.
         mode_collapse_warning: the DGM monitor has flagged collapse on more
             than 10 consecutive checks; kernel B's weight is forced to 0.
         sinkhorn_converged: the JKO Sinkhorn converged (possibly after the
@@ -53,6 +54,9 @@ class Telemetry(eqx.Module):
             ±Inf in any channel).
         observation_rejected: the observation had ±Inf (treated as missing and
             flagged, unlike a plain NaN).
+        observation_held: the observation was held back as a suspected bad
+            tick (implausibly far from the recent path); used only if the next
+            observation confirms the new level.
         error: y_t − ŷ_t; NaN when there is no observation or no prior forecast.
         error_scale: σ_t, the EMA error scale used to standardize errors.
         kernel_fallback: (K,) kernel k returned its last-value fallback.
@@ -65,7 +69,13 @@ class Telemetry(eqx.Module):
         kernels: each kernel's own ``Info``, by kernel name.
         rule: the weight rule's ``Info`` (e.g. :class:`~fnpredict.orchestrator.JKOInfo`).
         guards: each guard's ``Info``, by guard name.
-        cusum: the regime detector's :class:`~fnpredict.sia.cusum.CusumInfo`.
+        cusum: the magnitude CUSUM's :class:`~fnpredict.sia.cusum.CusumInfo`.
+        page: the signed CUSUM's :class:`~fnpredict.sia.page.PageInfo`.
+        input_filter: the bad-tick filter's
+            :class:`~fnpredict.input_filter.InputFilterInfo` (empty when off).
+        regime_detector: which detectors alarmed this step: 0 none, 1 the
+            magnitude CUSUM, 2 the signed one, 3 both (whether or not the
+            config lets it raise ``regime_change_detected``).
     """
 
     holder_exponent: Float[Array, ""]
@@ -84,6 +94,7 @@ class Telemetry(eqx.Module):
     loss_type: Int[Array, ""]
     observation_missing: Bool[Array, ""]
     observation_rejected: Bool[Array, ""]
+    observation_held: Bool[Array, ""]
     error: Float[Array, ""]
     error_scale: Float[Array, ""]
     kernel_fallback: Bool[Array, " kernels"]
@@ -94,6 +105,9 @@ class Telemetry(eqx.Module):
     rule: eqx.Module
     guards: dict
     cusum: eqx.Module
+    page: eqx.Module
+    input_filter: eqx.Module
+    regime_detector: Int[Array, ""]
 
 
 class StepOutput(eqx.Module):

@@ -4,7 +4,7 @@ Reproduces ``fnpredict/kernels/dgm_weights.eqx`` and ``dgm_weights.json``:
 the parametric OU backward Kolmogorov problem of :func:`fnpredict.kernels.dgm.ou_problem`
 (v_t + κ(θ − x)v_x + ½σ²v_xx = 0, v(T, x) = x, T = 1, over
 x ∈ [−4, 4], κ ∈ [0, 1], θ ∈ [−3, 3], σ ∈ [0, 1] widened by 5 %), solved by
-the Deep Galerkin method of :mod:`fnpredict.kernels.dgm_solver`.
+the Deep Galerkin method of :mod:`fnpredict.solvers.dgm`.
 
 Usage::
 
@@ -44,7 +44,8 @@ import numpy as np
 
 import fnpredict  # noqa: F401  (x64 available; training itself runs in float32)
 from fnpredict.kernels import dgm
-from fnpredict.kernels.dgm_solver import DGMNetwork, train
+from fnpredict.solvers.dgm import DGMNetwork
+from fnpredict.training.dgm import train
 
 WIDTH = 64
 DEPTH = 3

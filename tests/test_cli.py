@@ -29,7 +29,12 @@ def test_backtest_writes_csv_png_and_snapshot(backtest_dir):
                    "weight_signature", "holder_exponent", "cusum_drift", "kurtosis", "emergency_mode",
                    "regime_change_detected", "loss_type", "free_energy", "dgm_entropy"):
         assert column in rows[0], column
-    assert rows[0]["date"] == "2017-06-30" or rows[0]["date"].startswith("20")
+    # --limit 400 keeps the last 400 rows of the bundled series, dates as labels.
+    from fnpredict import data as fpdata
+
+    labels = fpdata.load_sp500().labels
+    assert [rows[0]["date"], rows[-1]["date"]] == [str(labels[-400]), str(labels[-1])]
+    assert "status" in rows[0] and "kernels.levy.stability" in rows[0]  # nested infos are exported too
     png = (backtest_dir / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     assert (backtest_dir / "final.fnp").stat().st_size > 1000

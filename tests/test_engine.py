@@ -147,6 +147,11 @@ def test_hyperparameter_population_is_one_compilation(sp500):
     with COUNTER as counter:
         together = run(population).block_until_ready()
     assert counter.count == 1, f"a population should compile once, compiled {counter.count}x"
+    # The real compile check: a second, different population compiles nothing.
+    second = jax.tree_util.tree_map(lambda leaf: leaf * 1.01, population)
+    with COUNTER as counter:
+        run(second).block_until_ready()
+    assert counter.count == 0, f"a second population compiled {counter.count} program(s)"
     for m in range(members):
         hp = jax.tree_util.tree_map(lambda leaf: leaf[m], population)
         _, alone = fp.predict(fp.init(CONFIG, key, hp), data, key)

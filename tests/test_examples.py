@@ -22,3 +22,16 @@ def test_quickstart_runs(capsys):
 def test_malliavin_example_runs(capsys):
     _load("malliavin_greeks").main()
     assert capsys.readouterr().out.strip()
+
+
+def test_custom_kernel_tutorial_runs(capsys):
+    _load("custom_kernel").main(steps=200, n_assets=2)
+    out = capsys.readouterr().out
+    assert "momentum drift (from its Info)" in out and "momentum_rate 0.20" in out
+    assert "state bytes per asset" in out
+
+
+def test_custom_rule_tutorial_runs(capsys):
+    _load("custom_rule").main(steps=200)
+    out = capsys.readouterr().out
+    assert "smooth_leader: MSE / random walk" in out and "no guards" in out

@@ -95,7 +95,8 @@ def _mean_over_valid_paths(samples: Float[Array, "paths *greek"]) -> GreekEstima
     n_paths = samples.shape[0]
     flat = samples.reshape(n_paths, -1)
     valid = jnp.all(jnp.isfinite(flat), axis=1)
-    n_valid = jnp.sum(valid)
+    n_valid_int = jnp.sum(valid).astype(jnp.int32)
+    n_valid = n_valid_int.astype(samples.dtype)  # a float count: it divides float sums
     zeroed = jnp.where(valid[:, None], flat, 0.0)
     mean = jnp.sum(zeroed, axis=0) / n_valid
     squares = jnp.where(valid[:, None], (flat - mean) ** 2, 0.0)
@@ -106,8 +107,8 @@ def _mean_over_valid_paths(samples: Float[Array, "paths *greek"]) -> GreekEstima
     return GreekEstimate(
         value=jnp.where(enough, mean, jnp.nan).reshape(shape),
         stderr=jnp.where(enough, stderr, jnp.nan).reshape(shape),
-        n_valid=n_valid,
-        n_nan=n_paths - n_valid,
+        n_valid=n_valid_int,
+        n_nan=n_paths - n_valid_int,
     )
 
 

@@ -93,7 +93,7 @@ class History(eqx.Module):
     def valid_mask(self) -> Bool[Array, " buffer"]:
         """True where the slot holds a real observation (the newest ``count``)."""
         size = self.values.shape[0]
-        return jnp.arange(size) >= size - self.count
+        return jnp.arange(size, dtype=self.count.dtype) >= size - self.count
 
 
 class Forecast(eqx.Module):

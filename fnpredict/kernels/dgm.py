@@ -63,7 +63,7 @@ in the state (``clipped``). Degenerate windows (fewer than
 the last value with ``fallback`` True; the network is then evaluated at the
 box centre so that the monitor still reads a finite value.
 
-Mode-collapse monitor (:mod:`~fnpredict.kernels.dgm_entropy`): each step,
+Mode-collapse monitor (:mod:`~fnpredict.solvers.entropy`): each step,
 ``Forecast.entropy`` is the entropy gap
 :math:`\\overline{H}[V] - H[g]` of the values V(t, ·) over a uniform grid of
 ``dgm_entropy_points`` points of the x box, time-averaged by the one-node
@@ -89,8 +89,8 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from ..config import PredictorConfig
 from ..params import HyperparameterSpec
 from .base import AbstractKernel, EmptyState, Forecast, History
-from .dgm_entropy import collapse_check, gauss_legendre_nodes, vasicek_entropy
-from .dgm_solver import DGMNetwork, DGMProblem, KolmogorovHamiltonian
+from ..solvers.entropy import collapse_check, gauss_legendre_nodes, vasicek_entropy
+from ..solvers.dgm import DGMNetwork, DGMProblem, KolmogorovHamiltonian
 
 __all__ = [
     "ENTROPY_TIME_NODES",
@@ -289,7 +289,7 @@ def fit_ou(values: Float[Array, " buffer"], count: Int[Array, ""]) -> OUFit:
     """
     dtype = values.dtype
     size = values.shape[0]
-    mask = jnp.arange(size) >= size - count
+    mask = jnp.arange(size, dtype=jnp.asarray(count).dtype) >= size - count
     weight = mask.astype(dtype)
     n = jnp.maximum(jnp.sum(weight), 1.0)
     location = jnp.sum(weight * values) / n
@@ -387,7 +387,7 @@ class DGMKernel(AbstractKernel):
 
     Attributes:
         network: V(t, x, params) -> scalar in the config dtype: the shipped
-            :class:`~fnpredict.kernels.dgm_solver.DGMNetwork`, or any
+            :class:`~fnpredict.solvers.dgm.DGMNetwork`, or any
             ``eqx.Module`` with that call signature (a fine-tuned network, a
             closed form in tests).
         entropy_grid: ``(grid, 1)`` midpoints of a uniform grid on the x box.

@@ -92,8 +92,8 @@ from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 from ..config import PredictorConfig
 from ..params import HyperparameterSpec
 from .base import AbstractKernel, EmptyState, Forecast, History
-from .levy_measures import NormalJumps
-from .pide import PIDEInfo, PIDESolution, UniformGrid, solve_backward_kolmogorov
+from ..solvers.levy_measures import NormalJumps
+from ..solvers.pide import PIDEInfo, PIDESolution, UniformGrid, solve_backward_kolmogorov
 
 __all__ = ["IMEXKernel", "IMEXInfo", "JumpDiffusionFit", "fit_jump_diffusion"]
 
@@ -177,7 +177,7 @@ def _masked_median(values: Float[Array, " n"], mask: Bool[Array, " n"]) -> Float
 
 
 def _masked_mean(values: Float[Array, " n"], mask: Bool[Array, " n"]) -> Float[Array, ""]:
-    return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+    return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1).astype(jnp.asarray(values).dtype)
 
 
 def fit_jump_diffusion(
@@ -209,7 +209,8 @@ def fit_jump_diffusion(
     real = mask[1:] & mask[:-1] & jnp.isfinite(increments) & jnp.isfinite(previous)
     increments = jnp.where(real, increments, 0.0)
     previous = jnp.where(real, previous, 0.0)
-    count = jnp.sum(real)
+    # Counts as floats: they divide float sums (strict dtype promotion).
+    count = jnp.sum(real).astype(dtype)
 
     median = _masked_median(increments, real)
     deviation = jnp.abs(increments - median)
@@ -226,7 +227,7 @@ def fit_jump_diffusion(
 
     jump = real & (deviation > threshold * mad_sigma)
     diffusive = real & ~jump
-    n_diffusive = jnp.sum(diffusive)
+    n_diffusive = jnp.sum(diffusive).astype(dtype)
 
     # Centred least squares: the intercept at the mean level does not depend
     # on the slope, so clipping the slope leaves it valid.
@@ -250,7 +251,7 @@ def fit_jump_diffusion(
     variance_factor = jnp.where(reverting, 2.0 * safe_reversion / -jnp.expm1(-2.0 * safe_reversion), 1.0)
     volatility = jnp.sqrt(residual_variance * variance_factor)
 
-    n_jumps = jnp.sum(jump)
+    n_jumps = jnp.sum(jump).astype(dtype)
     fraction = n_jumps / jnp.maximum(count, 1)
     # Jump sizes are regression residuals, the drift line evaluated at the
     # level clipped to the range it was fitted on. Unclipped, a 1e12 spike's
@@ -290,7 +291,7 @@ class IMEXInfo(eqx.Module):
 
     Attributes:
         fit: this step's :class:`JumpDiffusionFit` of the window.
-        solver: the PIDE solve's :class:`~fnpredict.kernels.pide.PIDEInfo`
+        solver: the PIDE solve's :class:`~fnpredict.solvers.pide.PIDEInfo`
             (convergence, fixed-point iterations and residual, truncated mass).
     """
 

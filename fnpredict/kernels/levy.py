@@ -300,8 +300,8 @@ def _sorted_quantile(
     n = jnp.maximum(n_valid, 1).astype(sorted_values.dtype)
     position = jnp.clip(prob * n - 0.5, 0.0, n - 1.0)
     lower = jnp.floor(position).astype(jnp.int32)
-    upper = jnp.minimum(lower + 1, jnp.maximum(n_valid, 1) - 1)
-    fraction = position - lower
+    upper = jnp.minimum(lower + 1, (jnp.maximum(n_valid, 1) - 1).astype(jnp.int32))
+    fraction = position - lower.astype(position.dtype)
     return sorted_values[lower] + fraction * (sorted_values[upper] - sorted_values[lower])
 
 
@@ -377,7 +377,7 @@ def estimate_stable(
     # Masked entries sort to the end (+inf), then are zeroed so nothing below
     # can turn an inf into a NaN; the quantiles only read the first n_valid.
     ordered = jnp.sort(jnp.where(mask, increments, jnp.inf))
-    ordered = jnp.where(jnp.arange(ordered.shape[0]) < n_valid, ordered, 0.0)
+    ordered = jnp.where(jnp.arange(ordered.shape[0], dtype=jnp.asarray(n_valid).dtype) < n_valid, ordered, 0.0)
     probs = jnp.asarray([0.05, 0.25, 0.5, 0.75, 0.95], dtype)
     q05, q25, q50, q75, q95 = _sorted_quantile(ordered, n_valid, probs)
 
@@ -468,7 +468,7 @@ class LevyKernel(AbstractKernel):
         target = history.target[-(self.window + 1):]
         increments = jnp.diff(target)
         n_real = jnp.clip(history.count - 1, 0, self.window)
-        mask = jnp.arange(self.window) >= self.window - n_real
+        mask = jnp.arange(self.window, dtype=n_real.dtype) >= self.window - n_real
         floor = _ROUNDING_ULPS * jnp.finfo(target.dtype).eps * jnp.min(jnp.abs(target))
         return estimate_stable(increments, mask, floor)
 

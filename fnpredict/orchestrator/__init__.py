@@ -15,6 +15,11 @@ from .losses import LOSS_HUBER, LOSS_MSE, STANDARDIZED_ERROR_CAP, energy_gradien
 _REGISTRY: dict[str, tuple[str, str]] = {
     "jko_faithful": ("jko_rules", "FaithfulJKO"),
     "jko_proximal": ("jko_rules", "ProximalJKO"),
+    "uniform": ("uniform", "Uniform"),
+    "ewa": ("ewa", "EWA"),
+    "fixed_share": ("fixed_share", "FixedShare"),
+    "boa": ("boa", "BOA"),
+    "mlpol": ("mlpol", "MLPol"),
 }
 
 

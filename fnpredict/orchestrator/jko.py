@@ -244,7 +244,10 @@ def _sinkhorn_plan(a, b, cost, epsilon, iterations, threshold):
         inner_iterations=iterations,
         implicit_diff=None,
     )
-    plan = solver(problem).matrix
+    # ott-jax mixes its int64 iteration counters with floats; keep its
+    # internals on standard promotion even when the caller runs strict.
+    with jax.numpy_dtype_promotion("standard"):
+        plan = solver(problem).matrix
     # Each iteration ends with the row (f) update, so P1 = a to rounding and
     # the column marginal carries all of the error.
     error = jnp.sum(jnp.abs(jnp.sum(plan, axis=0) - b))

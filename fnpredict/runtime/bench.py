@@ -93,7 +93,7 @@ def run_bench(config: PredictorConfig, n_assets: int = 256, steps: int = 500, se
     vmap_time = _median_time(lambda: vscan(batched_state, batched_data, keys), repeats=2) / (steps * n_assets)
 
     return {
-        "config": {"kernels": list(config.kernels), "buffer_size": config.buffer_size},
+        "config": {"kernels": list(config.kernel_names), "buffer_size": config.buffer_size},
         "devices": [str(d) for d in jax.devices()],
         "compile_s": compile_s,
         "step_latency_us": step_latency * 1e6,

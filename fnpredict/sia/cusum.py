@@ -197,7 +197,7 @@ def rolling_kurtosis(window: Float[Array, " time"], count: Int[Array, ""]) -> Fl
         are all equal.
     """
     size = window.shape[0]
-    mask = jnp.arange(size) < count
+    mask = jnp.arange(size, dtype=count.dtype) < count
     n = jnp.maximum(count, 1).astype(window.dtype)
     mean = jnp.sum(jnp.where(mask, window, 0.0)) / n
     deviation = jnp.where(mask, window - mean, 0.0)

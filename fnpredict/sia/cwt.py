@@ -169,7 +169,7 @@ def _filter_bank(scales: tuple[float, ...], wavelet: str, length: int, filters: 
 def _cwt(signal, scales, wavelet, filters):
     length = signal.shape[-1]
     spectra, fft_size, offset = _filter_bank(scales, wavelet, length, filters)
-    complex_dtype = jnp.result_type(signal.dtype, jnp.complex64)
+    complex_dtype = jnp.complex128 if signal.dtype == jnp.float64 else jnp.complex64
     spectrum = jnp.fft.rfft(signal, fft_size) * jnp.asarray(spectra, dtype=complex_dtype)
     full = jnp.fft.irfft(spectrum, fft_size, axis=-1)
     return full[:, offset : offset + length].astype(signal.dtype)

@@ -171,7 +171,7 @@ def _wtmm(signal, besov_c, scales, q_moments, wavelet, burn_in):
     # A maximum at scale s links to the nearest maximum at scale s - 1 inside
     # its cone (and only if that scale has one: without, the distance is at
     # least `far`); anything else points at itself (a line starts there).
-    in_cone = (distance[:-1] < far - length) & (distance[:-1] <= besov_c * scale_array[1:, None])
+    in_cone = (distance[:-1] < far - length) & (distance[:-1].astype(dtype) <= besov_c * scale_array[1:, None])
     linked = is_max[1:] & in_cone
     own = jnp.arange(n_scales * length, dtype=jnp.int32).reshape(n_scales, length)
     finer = jnp.arange(n_scales - 1, dtype=jnp.int32)[:, None] * length + nearest[:-1]

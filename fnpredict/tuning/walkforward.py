@@ -66,7 +66,7 @@ def _score_window(config: PredictorConfig, train: int, hyperparams, window, key)
     target = target_series[1:]
     last = target_series[:-1]
     mask = jnp.isfinite(target) & jnp.isfinite(last) & jnp.isfinite(forecast)
-    n = jnp.maximum(jnp.sum(mask), 1)
+    n = jnp.maximum(jnp.sum(mask), 1).astype(forecast.dtype)
     error = jnp.where(mask, forecast - target, 0.0)
     rw_error = jnp.where(mask, last - target, 0.0)
     mse = jnp.sum(error**2) / n

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 import fnpredict as fp
-from fnpredict.kernels import History, kernel_class
+from fnpredict.kernels import EmptyState, History, kernel_class
 from fnpredict.kernels.dgm import (
     MIN_COUNT,
     PARAM_BOX,
     X_BOX,
+    DGMInfo,
     DGMKernel,
-    DGMState,
     fit_ou,
     load_network,
     ou_conditional_mean,
@@ -47,13 +47,17 @@ def _history(values, count=None, observed=True, dtype=jnp.float64):
 
 
 @eqx.filter_jit
+def _step(kernel, state, history, hyperparams, key):
+    return kernel.step(state, history, hyperparams, key)
+
+
 def _forecast(kernel, state, history, hyperparams, key):
-    return kernel.forecast(state, history, hyperparams, key)
+    return _step(kernel, state, history, hyperparams, key)[1]
 
 
-@eqx.filter_jit
-def _update(kernel, state, history, hyperparams):
-    return kernel.update(state, history, hyperparams)
+def _info(kernel, state, history, hyperparams, key=None):
+    """The step's :class:`DGMInfo` (the fit, clipping and the entropy monitor)."""
+    return _step(kernel, state, history, hyperparams, jax.random.key(0) if key is None else key)[2]
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +186,10 @@ def test_fit_recovers_ou_parameters():
 
 def test_healthy_shipped_network_does_not_collapse(kernel, hyperparams):
     for seed in range(3):
-        out = _forecast(kernel, kernel.init(hyperparams, jnp.float64), _history(_random_walk(seed)),
-                        hyperparams, jax.random.key(0))
-        assert not bool(out.collapsed)
-        assert math.log(0.5) < float(out.entropy) <= 0.05  # near 0 for κ ≈ 0 (V ≈ x)
+        info = _info(kernel, kernel.init(hyperparams, jnp.float64), _history(_random_walk(seed)), hyperparams)
+        assert isinstance(info, DGMInfo)
+        assert not bool(info.collapsed)
+        assert math.log(0.5) < float(info.entropy) <= 0.05  # near 0 for κ ≈ 0 (V ≈ x)
 
 
 def test_constant_network_collapses_at_kernel_level(config, kernel, hyperparams):
@@ -193,10 +197,10 @@ def test_constant_network_collapses_at_kernel_level(config, kernel, hyperparams)
     last = network.mlp.layers[-1]
     constant = eqx.tree_at(lambda n: n.mlp.layers[-1].weight, network, jnp.zeros_like(last.weight))
     collapsed_kernel = DGMKernel.from_config(config, network=constant)
-    out = _forecast(collapsed_kernel, collapsed_kernel.init(hyperparams, jnp.float64),
-                    _history(_random_walk(0)), hyperparams, jax.random.key(0))
-    print(f"constant network: entropy {float(out.entropy):.2f}, collapsed {bool(out.collapsed)}")
-    assert bool(out.collapsed) and np.isfinite(float(out.entropy)) and float(out.entropy) < -10.0
+    _, out, info = _step(collapsed_kernel, collapsed_kernel.init(hyperparams, jnp.float64),
+                         _history(_random_walk(0)), hyperparams, jax.random.key(0))
+    print(f"constant network: entropy {float(info.entropy):.2f}, collapsed {bool(info.collapsed)}")
+    assert bool(info.collapsed) and np.isfinite(float(info.entropy)) and float(info.entropy) < -10.0
     assert np.isfinite(float(out.value))
 
 
@@ -210,15 +214,18 @@ def test_entropy_is_minus_half_kappa_and_gamma_is_traced(exact_kernel, hyperpara
     levels = 10.0 + (-1.0) ** np.arange(128) + 0.1 * rng.normal(size=128)
     history = _history(levels)
     state = exact_kernel.init(hyperparams, jnp.float64)
-    state = _update(exact_kernel, state, history, hyperparams)
-    np.testing.assert_allclose(state.params[0], PARAM_BOX[0][1], rtol=0, atol=0)
-    assert bool(state.clipped)
+    info = _info(exact_kernel, state, history, hyperparams)
+    np.testing.assert_allclose(info.params[0], PARAM_BOX[0][1], rtol=0, atol=0)
+    assert bool(info.clipped)
     population = jax.vmap(lambda gamma: fp.Hyperparams(dgm_collapse_gamma=gamma))(jnp.asarray([0.5, 0.7]))
-    outs = jax.vmap(lambda hp: _forecast(exact_kernel, state, history, hp, jax.random.key(0)))(population)
+    outs = jax.vmap(lambda hp: _info(exact_kernel, state, history, hp))(population)
     # Vasicek is exactly equivariant and the midpoint rule exact for a linear
     # entropy curve: only float64 rounding remains.
     np.testing.assert_allclose(outs.entropy, [-0.5, -0.5], rtol=0, atol=1e-12)
     assert outs.collapsed.tolist() == [False, True]
+    # The kernel's own group works as well as the full Hyperparams.
+    group = fp.Hyperparams(dgm_collapse_gamma=0.7).component("dgm")
+    assert bool(_info(exact_kernel, state, history, group).collapsed)
 
 
 # ------------------------------------------------------------ bad input
@@ -236,12 +243,12 @@ def test_entropy_is_minus_half_kappa_and_gamma_is_traced(exact_kernel, hyperpara
 def test_degenerate_windows_fall_back_to_the_last_value(kernel, hyperparams, name, values, count):
     history = _history(values, count)
     state = kernel.init(hyperparams, jnp.float64)
-    out = _forecast(kernel, state, history, hyperparams, jax.random.key(0))
+    new_state, out, info = _step(kernel, state, history, hyperparams, jax.random.key(0))
     assert bool(out.fallback), name
     np.testing.assert_equal(float(out.value), float(values[-1]))
-    assert np.isfinite(float(out.entropy))
-    new_state = _update(kernel, state, history, hyperparams)
-    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(new_state) if leaf.dtype != bool)
+    assert np.isfinite(float(info.entropy))
+    leaves = jax.tree_util.tree_leaves((new_state, info))
+    assert all(np.all(np.isfinite(leaf)) for leaf in leaves if leaf.dtype != bool)
 
 
 def test_constant_series_fit_is_finite_and_invalid():
@@ -258,23 +265,27 @@ def test_out_of_box_parameters_are_clipped(kernel, hyperparams, name):
     else:  # φ̂ < 0: κ̂ above the box
         levels = (-1.0) ** np.arange(128) + 0.1 * rng.normal(size=128)
     history = _history(levels)
-    state = _update(kernel, kernel.init(hyperparams, jnp.float64), history, hyperparams)
-    assert bool(state.clipped) and bool(state.valid)
+    _, out, info = _step(kernel, kernel.init(hyperparams, jnp.float64), history, hyperparams, jax.random.key(0))
+    assert bool(info.clipped) and bool(info.valid)
     lower = np.array([low for low, _ in PARAM_BOX])
     upper = np.array([high for _, high in PARAM_BOX])
-    assert np.all((np.asarray(state.params) >= lower) & (np.asarray(state.params) <= upper))
-    out = _forecast(kernel, state, history, hyperparams, jax.random.key(0))
+    assert np.all((np.asarray(info.params) >= lower) & (np.asarray(info.params) <= upper))
     assert np.isfinite(float(out.value)) and not bool(out.fallback)
 
 
-def test_update_keeps_state_on_missing_steps(kernel, hyperparams):
+def test_step_keeps_state_on_missing_steps(kernel, hyperparams):
+    # Kernel B carries nothing across steps; its info is this window's fit
+    # (the box centre without a valid one). On a missing step the window is
+    # unchanged, so the step repeats the last observed step exactly.
     state = kernel.init(hyperparams, jnp.float64)
-    history = _history(_random_walk(2))
-    updated = _update(kernel, state, history, hyperparams)
-    assert bool(updated.valid) and not np.allclose(updated.params, state.params)
-    skipped = _update(kernel, updated, _history(_random_walk(3), observed=False), hyperparams)
-    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), skipped, updated))
-    assert isinstance(skipped, DGMState)
+    assert isinstance(state, EmptyState)
+    centre = np.array([(low + high) / 2.0 for low, high in PARAM_BOX])
+    levels = _random_walk(2)
+    seen = _step(kernel, state, _history(levels), hyperparams, jax.random.key(0))
+    assert bool(seen[2].valid) and not np.allclose(seen[2].params, centre)
+    skipped = _step(kernel, seen[0], _history(levels, observed=False), hyperparams, jax.random.key(0))
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), skipped, seen))
+    assert isinstance(skipped[0], EmptyState) and isinstance(skipped[2], DGMInfo)
 
 
 def test_float32_kernel_runs_in_float32(hyperparams, kernel):
@@ -282,11 +293,11 @@ def test_float32_kernel_runs_in_float32(hyperparams, kernel):
     kernel32 = DGMKernel.from_config(config32)
     hp32 = fp.Hyperparams(dtype=jnp.float32)
     levels = _random_walk(4)
-    out32 = _forecast(kernel32, kernel32.init(hp32, jnp.float32), _history(levels, dtype=jnp.float32), hp32,
-                      jax.random.key(0))
+    _, out32, info32 = _step(kernel32, kernel32.init(hp32, jnp.float32), _history(levels, dtype=jnp.float32), hp32,
+                             jax.random.key(0))
     out64 = _forecast(kernel, kernel.init(hyperparams, jnp.float64), _history(levels), hyperparams,
                       jax.random.key(0))
-    assert out32.value.dtype == jnp.float32 and out32.entropy.dtype == jnp.float32
+    assert out32.value.dtype == jnp.float32 and info32.entropy.dtype == jnp.float32
     # float32 regression on a window of sd ~5 around 100: ~1e-6 relative.
     np.testing.assert_allclose(out32.value, out64.value, rtol=1e-5, atol=0)
 
@@ -296,11 +307,11 @@ def test_vmap_over_assets_equals_loop(kernel, hyperparams):
     histories = jax.vmap(lambda v: History(values=v[:, None], count=jnp.asarray(128, jnp.int32),
                                            observed=jnp.asarray(True)))(jnp.asarray(windows))
     state = kernel.init(hyperparams, jnp.float64)
-    batched = jax.vmap(lambda h: _forecast(kernel, state, h, hyperparams, jax.random.key(0)))(histories)
+    _, batched, batched_info = jax.vmap(lambda h: _step(kernel, state, h, hyperparams, jax.random.key(0)))(histories)
     for index, levels in enumerate(windows):
-        single = _forecast(kernel, state, _history(levels), hyperparams, jax.random.key(0))
+        _, single, single_info = _step(kernel, state, _history(levels), hyperparams, jax.random.key(0))
         # vmap and single calls may order float64 reductions differently
         # (DESIGN §5): ~1e-15 relative; 1e-12 is the guarantee we state.
         np.testing.assert_allclose(batched.value[index], single.value, rtol=1e-12, atol=0)
-        np.testing.assert_allclose(batched.entropy[index], single.entropy, rtol=0, atol=1e-12)
-        assert bool(batched.collapsed[index]) == bool(single.collapsed)
+        np.testing.assert_allclose(batched_info.entropy[index], single_info.entropy, rtol=0, atol=1e-12)
+        assert bool(batched_info.collapsed[index]) == bool(single_info.collapsed)

@@ -12,8 +12,8 @@ import pytest
 
 import fnpredict as fp
 from fnpredict.kernels import kernel_class
-from fnpredict.kernels.base import History
-from fnpredict.kernels.imex import MIN_INCREMENTS, IMEXKernel, IMEXState, fit_jump_diffusion
+from fnpredict.kernels.base import EmptyState, History
+from fnpredict.kernels.imex import MIN_INCREMENTS, IMEXInfo, IMEXKernel, fit_jump_diffusion
 
 CONFIG = fp.PredictorConfig()
 BUFFER = CONFIG.buffer_size
@@ -121,7 +121,7 @@ def test_registry_and_config(kernel):
     assert (kernel.grid_size, kernel.n_steps, kernel.max_iter) == (CONFIG.imex_grid, CONFIG.imex_steps,
                                                                     CONFIG.imex_max_iter)
     state = kernel.init(fp.Hyperparams(), jnp.float64)
-    assert isinstance(state, IMEXState) and not bool(state.fitted)
+    assert isinstance(state, EmptyState) and not jax.tree_util.tree_leaves(state)
 
 
 def test_mse_within_ten_percent_of_oracle(batch):
@@ -309,15 +309,31 @@ def test_fit_recovers_the_model_parameters():
         assert abs(got - truth) < tolerance, (x0, got, truth, tolerance)
 
 
-def test_update_keeps_state_finite_and_skips_missing_steps(kernel):
+def test_step_reports_the_fit_and_skips_missing_steps(kernel):
+    # Kernel C carries nothing across steps: the step's info holds this
+    # window's fit and the solver's report, the same as ``solve``'s. On a
+    # missing step the window is unchanged, so the step repeats the last
+    # observed one exactly.
     hp = fp.Hyperparams()
     state = kernel.init(hp, jnp.float64)
     window = jnp.asarray(_adversarial_windows()["normal"])[:, None]
     seen = History(values=window, count=jnp.asarray(BUFFER, jnp.int32), observed=jnp.asarray(True))
-    update = jax.jit(kernel.update)
-    state = update(state, seen, hp)
-    assert bool(state.fitted) and bool(state.fit.valid)
+    step = jax.jit(kernel.step)
+    key = jax.random.key(0)
+    new_state, forecast, info = step(state, seen, hp, key)
+    assert isinstance(new_state, EmptyState) and isinstance(info, IMEXInfo)
+    assert bool(info.fit.valid) and bool(info.solver.converged) and not bool(forecast.fallback)
+    floats = [np.asarray(x) for x in jax.tree_util.tree_leaves((forecast, info)) if np.asarray(x).dtype != bool]
+    assert all(np.all(np.isfinite(x)) for x in floats)
+    # The same arithmetic compiled apart: equal up to fused-operation rounding.
+    solved, fit, solution = jax.jit(kernel.solve)(seen, hp)
+    reference = jax.tree_util.tree_leaves((solved, fit, solution.info))
+    for a, b in zip(jax.tree_util.tree_leaves((forecast, info)), reference):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-15)
+    # The kernel's own group or the full Hyperparams: the same step.
+    _, by_group, _ = step(state, seen, hp.component("imex"), key)
+    np.testing.assert_allclose(float(by_group.value), float(forecast.value), rtol=1e-14, atol=0)
     missing = History(values=window, count=jnp.asarray(BUFFER, jnp.int32), observed=jnp.asarray(False))
-    after = update(state, missing, hp)
-    for a, b in zip(jax.tree_util.tree_leaves(after), jax.tree_util.tree_leaves(state)):
+    after = step(new_state, missing, hp, key)
+    for a, b in zip(jax.tree_util.tree_leaves(after), jax.tree_util.tree_leaves((new_state, forecast, info))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -9,12 +9,12 @@ import scipy.stats
 
 import fnpredict as fp
 from fnpredict.kernels import kernel_class
-from fnpredict.kernels.base import Forecast, History
+from fnpredict.kernels.base import EmptyState, Forecast, History
 from fnpredict.kernels.levy import (
     MIN_INCREMENTS,
     STABILITY_MIN,
+    LevyInfo,
     LevyKernel,
-    LevyState,
     estimate_stable,
     sample_stable,
 )
@@ -32,13 +32,12 @@ estimate_jit = jax.jit(estimate_stable)
 
 
 @eqx.filter_jit
+def _step(kernel, state, history, hp, key):
+    return kernel.step(state, history, hp, key)
+
+
 def _forecast(kernel, state, history, hp, key):
-    return kernel.forecast(state, history, hp, key)
-
-
-@eqx.filter_jit
-def _update(kernel, state, history, hp):
-    return kernel.update(state, history, hp)
+    return _step(kernel, state, history, hp, key)[1]
 
 
 @eqx.filter_jit
@@ -193,13 +192,21 @@ def test_registry_and_protocol():
     assert kernel_class("levy") is LevyKernel and LevyKernel.name == "levy"
     kernel = LevyKernel.from_config(config)
     state = kernel.init(fp.Hyperparams(), jnp.float64)
-    assert isinstance(state, LevyState)
+    assert isinstance(state, EmptyState)
     history = _history(_stable_walk(config, jax.random.key(1)))
-    forecast = _forecast(kernel, state, history, fp.Hyperparams(), jax.random.key(2))
-    assert isinstance(forecast, Forecast)
+    new_state, forecast, info = _step(kernel, state, history, fp.Hyperparams(), jax.random.key(2))
+    assert isinstance(forecast, Forecast) and isinstance(new_state, EmptyState) and isinstance(info, LevyInfo)
     assert not bool(forecast.fallback) and np.isfinite(float(forecast.value))
-    new_state = _update(kernel, state, history, fp.Hyperparams())
-    assert bool(new_state.fitted) and float(new_state.scale) > 0
+    # The step's info reports this window's fit.
+    assert bool(info.fitted) and float(info.scale) > 0
+    # (The same arithmetic compiled apart: equal up to fused-operation rounding.)
+    fit = _fit(kernel, history)
+    assert bool(fit.valid)
+    for name in ("stability", "skewness", "scale", "location"):
+        np.testing.assert_allclose(float(getattr(info, name)), float(getattr(fit, name)), rtol=1e-12, atol=1e-15)
+    # The kernel's own group or the full Hyperparams: the same step.
+    _, by_group, _ = _step(kernel, state, history, fp.Hyperparams().component("levy"), jax.random.key(2))
+    np.testing.assert_allclose(float(by_group.value), float(forecast.value), rtol=1e-14, atol=0)
 
 
 def test_predictive_quantiles_match_the_fitted_law():
@@ -240,11 +247,10 @@ def test_fallbacks_and_finiteness():
     n = config.buffer_size
 
     def run(history):
-        forecast = _forecast(kernel, state, history, hp, key)
-        new_state = _update(kernel, state, history, hp)
-        floats = [np.asarray(x) for x in jax.tree_util.tree_leaves(new_state) if np.asarray(x).dtype != bool]
+        new_state, forecast, info = _step(kernel, state, history, hp, key)
+        floats = [np.asarray(x) for x in jax.tree_util.tree_leaves((new_state, info)) if np.asarray(x).dtype != bool]
         assert np.isfinite(float(forecast.value)) and all(np.all(np.isfinite(x)) for x in floats)
-        return forecast, new_state
+        return forecast, info
 
     # Empty buffer, first observation, too few increments: fallback to last.
     for count, values in ((0, jnp.zeros(n)), (1, jnp.full(n, 42.0)), (MIN_INCREMENTS, walk)):
@@ -254,10 +260,10 @@ def test_fallbacks_and_finiteness():
     forecast, _ = run(_history(walk, MIN_INCREMENTS + 1))
     assert not bool(forecast.fallback)
 
-    # A constant series: zero scale, fallback, no estimate stored.
-    forecast, new_state = run(_history(jnp.full(n, 1234.5)))
+    # A constant series: zero scale, fallback, no estimate reported.
+    forecast, info = run(_history(jnp.full(n, 1234.5)))
     assert bool(forecast.fallback) and float(forecast.value) == 1234.5
-    assert not bool(new_state.fitted)
+    assert not bool(info.fitted)
 
     # A 1e12 spike inside the window barely moves the quantile fit ...
     spiked = walk.at[n - 20].set(1e12)
@@ -275,12 +281,17 @@ def test_fallbacks_and_finiteness():
 
 
 def test_missing_step_keeps_state():
+    # Kernel A carries nothing across steps: a missing step returns the empty
+    # state, and since the window is unchanged on a missing step, the step
+    # repeats the last observed step's fit and forecast exactly.
     config = fp.PredictorConfig()
     kernel = LevyKernel.from_config(config)
     hp = fp.Hyperparams()
-    fitted = _history(_stable_walk(config, jax.random.key(3)))
-    state = _update(kernel, kernel.init(hp, jnp.float64), fitted, hp)
-    other = _history(_stable_walk(config, jax.random.key(4)), observed=False)
-    kept = _update(kernel, state, other, hp)
-    for a, b in zip(jax.tree_util.tree_leaves(kept), jax.tree_util.tree_leaves(state)):
+    walk = _stable_walk(config, jax.random.key(3))
+    key = jax.random.key(4)
+    state = kernel.init(hp, jnp.float64)
+    seen = _step(kernel, state, _history(walk), hp, key)
+    kept = _step(kernel, seen[0], _history(walk, observed=False), hp, key)
+    assert isinstance(kept[0], EmptyState) and not jax.tree_util.tree_leaves(kept[0])
+    for a, b in zip(jax.tree_util.tree_leaves(kept), jax.tree_util.tree_leaves(seen)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -10,7 +10,14 @@ import signax
 import fnpredict as fp
 from fnpredict.kernels import kernel_class
 from fnpredict.kernels.base import Forecast, History
-from fnpredict.kernels.signature import SignatureKernel, SignatureState, _rls_step, logsignature_size
+from fnpredict.kernels.signature import (
+    CLIP,
+    SignatureInfo,
+    SignatureKernel,
+    SignatureState,
+    _rls_step,
+    logsignature_size,
+)
 
 # AR(2) in the increments, Δ_t = φ1 Δ_{t-1} + φ2 Δ_{t-2} + ε_t, ε ~ N(0, 1).
 PHI = (0.6, -0.3)
@@ -47,7 +54,7 @@ def _push(history: History, obs) -> History:
 
 @eqx.filter_jit
 def _run(kernel: SignatureKernel, hp: fp.Hyperparams, series, buffer_size: int = 32):
-    """lax.scan of push → forecast → update over ``series`` (time, channels).
+    """lax.scan of push → step (learn, then forecast) over ``series`` (time, channels).
 
     Returns the final state, the forecasts, the fallback flags and, per step,
     whether every state leaf was finite.
@@ -63,8 +70,7 @@ def _run(kernel: SignatureKernel, hp: fp.Hyperparams, series, buffer_size: int =
     def body(carry, obs):
         history, state = carry
         history = _push(history, obs)
-        forecast = kernel.forecast(state, history, hp, key)
-        state = kernel.update(state, history, hp)
+        state, forecast, _ = kernel.step(state, history, hp, key)
         finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state)]))
         return (history, state), (forecast.value, forecast.fallback, finite)
 
@@ -127,7 +133,10 @@ def test_ar2_beats_random_walk():
     ratio = _mse_ratio(levels, forecasts, N_STEPS // 2)
     optimum = _optimal_mse_ratio(*PHI)  # 0.716 for φ = (0.6, -0.3)
     print(f"AR(2) MSE ratio to the random walk: {ratio:.4f} (optimum {optimum:.4f})")
-    assert ratio <= 0.8
+    # 0.7135 with learn-then-forecast (0.7133 when the step forecast with the
+    # weights of t - 1: one more RLS update among ~1/(1 - λ) = 200 effective
+    # samples hardly moves them). 0.72 is 0.5 % above the optimum 0.716.
+    assert ratio <= 0.72
     # No look-ahead: landing 10 % (0.07, about three sampling s.d. of the
     # ratio over 1500 steps) below the Bayes optimum would mean the forecast
     # saw its target.
@@ -199,10 +208,9 @@ def test_first_steps_fall_back(count):
         values=jnp.full((32, 1), 3.0 * count), count=jnp.asarray(count, jnp.int32), observed=jnp.asarray(True)
     )
     state = kernel.init(hp, jnp.float64)
-    forecast = eqx.filter_jit(kernel.forecast)(state, history, hp, jax.random.key(0))
-    assert isinstance(forecast, Forecast)
+    new_state, forecast, info = eqx.filter_jit(kernel.step)(state, history, hp, jax.random.key(0))
+    assert isinstance(forecast, Forecast) and isinstance(info, SignatureInfo)
     assert bool(forecast.fallback) and float(forecast.value) == 3.0 * count
-    new_state = eqx.filter_jit(kernel.update)(state, history, hp)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(new_state))
     assert int(new_state.n_updates) == 0
 
@@ -213,6 +221,59 @@ def test_missing_step_keeps_state():
     state, _, _, _ = _run(kernel, hp, jnp.asarray(_ar2_levels(seed=4))[:, None])
     values = jnp.asarray(_ar2_levels(seed=5, n=32))[:, None]
     missing = History(values=values, count=jnp.asarray(32, jnp.int32), observed=jnp.asarray(False))
-    kept = eqx.filter_jit(kernel.update)(state, missing, hp)
+    kept, _, info = eqx.filter_jit(kernel.step)(state, missing, hp, jax.random.key(0))
+    assert not bool(info.learned)
     for a, b in zip(jax.tree_util.tree_leaves(kept), jax.tree_util.tree_leaves(state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_learns_before_it_forecasts():
+    # The step at t learns z_t = (y_t - y_{t-1}) / s_{t-1} from the stored
+    # φ_{t-1}, updates the scale with |y_t - y_{t-1}|, and only then forecasts
+    # ŷ_{t+1} = y_t + s_t clip(w_t·φ_t): every factor is read back from the
+    # returned state, so the forecast must be that of the moved weights.
+    kernel = SignatureKernel.from_config(fp.PredictorConfig())
+    hp = fp.Hyperparams()
+    levels = _ar2_levels(seed=6, n=400)
+    t, buffer_size = 300, 32
+    previous, _, _, _ = _run(kernel, hp, jnp.asarray(levels[:t])[:, None], buffer_size)  # window ends at y_{t-1}
+    history = History(
+        values=jnp.asarray(levels[t - buffer_size + 1:t + 1])[:, None],  # the window ending at y_t
+        count=jnp.asarray(buffer_size, jnp.int32),
+        observed=jnp.asarray(True),
+    )
+    step = eqx.filter_jit(kernel.step)
+    state, forecast, info = step(previous, history, hp, jax.random.key(0))
+    assert bool(previous.features_valid) and int(previous.n_updates) >= kernel.n_features
+    assert bool(info.learned) and int(info.n_updates) == int(previous.n_updates) + 1
+    assert not bool(forecast.fallback)
+
+    # The weights are the RLS update of the previous ones with the realised y_t.
+    y_t, y_prev = float(levels[t]), float(levels[t - 1])
+    target = np.clip((y_t - y_prev) / float(previous.feature_scale), -CLIP, CLIP)
+    weights, _ = jax.jit(_rls_step)(
+        previous.weights, previous.covariance, previous.features, jnp.asarray(target),
+        hp.rls_forgetting, hp.rls_ridge,
+    )
+    # Same float64 arithmetic, jitted apart: a few ulps.
+    np.testing.assert_allclose(np.asarray(state.weights), np.asarray(weights), rtol=1e-12, atol=1e-14)
+    assert not np.allclose(np.asarray(state.weights), np.asarray(previous.weights), rtol=1e-6, atol=0)
+
+    # The forecast, by hand, from the returned state.
+    scale = state.scale()
+    np.testing.assert_allclose(float(info.scale), float(scale[0]), rtol=1e-14, atol=0)
+    phi = np.asarray(kernel.features(history.values, scale))
+    np.testing.assert_allclose(np.asarray(state.features), phi, rtol=1e-12, atol=1e-14)  # stored for t + 1
+    by_hand = y_t + float(scale[0]) * np.clip(np.dot(np.asarray(state.weights), phi), -CLIP, CLIP)
+    np.testing.assert_allclose(float(forecast.value), by_hand, rtol=1e-12, atol=0)
+
+    # ... and not the forecast of the weights before y_t was learnt: the
+    # difference is the RLS correction, far above rounding.
+    stale = y_t + float(scale[0]) * np.clip(np.dot(np.asarray(previous.weights), phi), -CLIP, CLIP)
+    print(f"learn-then-forecast: {float(forecast.value):.6f}, with the previous weights: {stale:.6f}")
+    assert abs(float(forecast.value) - stale) > 1e-6 * float(scale[0])
+
+    # The kernel's own group or the full Hyperparams: the same step.
+    state_group, forecast_group, _ = step(previous, history, hp.component("signature"), jax.random.key(0))
+    np.testing.assert_allclose(float(forecast_group.value), float(forecast.value), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(np.asarray(state_group.weights), np.asarray(state.weights), rtol=1e-12, atol=1e-15)

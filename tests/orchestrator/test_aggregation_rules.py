@@ -9,11 +9,13 @@ target 0, so the prediction *is* the error): ``losses = ½ z²`` and
 import functools
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fnpredict as fp
 from fnpredict.orchestrator.base import RuleInput
 from fnpredict.orchestrator.boa import BOA
 from fnpredict.orchestrator.ewa import EWA
@@ -260,3 +262,63 @@ def test_reset_is_init():
         fresh = rule.init(3, hyperparams, DTYPE)
         reset = rule.reset(fresh, 3, hyperparams, DTYPE)
         jax.tree_util.tree_map(np.testing.assert_array_equal, fresh, reset)
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=_ids(ALL_RULES))
+def test_single_kernel(rule):
+    losses = jnp.asarray(np.random.default_rng(6).normal(size=(50, 1)), DTYPE)
+    weights, states = run_losses(rule, losses, jnp.ones(50, bool))
+    np.testing.assert_array_equal(np.asarray(weights), 1.0)
+    assert _all_finite(states)
+
+
+def test_fixed_share_hyperparameter_population_and_engine_lookup():
+    """vmap over a population of share rates = loop; the full ``Hyperparams`` path reads the same value."""
+    rule = FixedShare()
+    group = rule.default_hyperparams(DTYPE)
+    errors = jnp.asarray(np.random.default_rng(7).normal(size=(200, 3)), DTYPE)
+
+    @jax.jit
+    def final_weights(hyperparams):
+        state = rule.init(3, hyperparams, DTYPE)
+        weights = jnp.full((3,), 1.0 / 3, DTYPE)
+
+        def body(carry, z):
+            state, weights = carry
+            inputs = _inputs(z, 0.5 * z**2, (weights @ z) * z, jnp.asarray(True))
+            weights, state, _ = rule.update(state, weights, inputs, hyperparams)
+            return (state, weights), None
+
+        return jax.lax.scan(body, (state, weights), errors)[0][1]
+
+    rates = jnp.asarray([0.001, 0.01, 0.1], DTYPE)
+    population = eqx.tree_at(lambda g: g.values["share_rate"], group, rates)
+    batched = jax.vmap(final_weights)(population)
+    for i in range(3):
+        single = final_weights(group.replace(share_rate=rates[i]))
+        # rtol 1e-12: the same float64 ops, batched.
+        np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(single), rtol=1e-12, atol=1e-14)
+    full = fp.Hyperparams()
+    if hasattr(full, "with_defaults"):
+        full = full.with_defaults([rule])
+        np.testing.assert_array_equal(np.asarray(final_weights(full)), np.asarray(final_weights(group)))
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=_ids(ALL_RULES))
+def test_update_compiles_once(rule):
+    """New loss values and new hyperparameter values reuse the one compilation."""
+    hyperparams = rule.default_hyperparams(DTYPE)
+
+    @jax.jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def step(state, weights, inputs, hyperparams):
+        return rule.update(state, weights, inputs, hyperparams)
+
+    state = rule.init(3, hyperparams, DTYPE)
+    weights = jnp.full((3,), 1.0 / 3, DTYPE)
+    for seed in range(3):
+        z = jnp.asarray(np.random.default_rng(seed).normal(size=3), DTYPE)
+        inputs = _inputs(z, 0.5 * z**2, (weights @ z) * z, jnp.asarray(seed != 1))
+        weights, state, _ = step(state, weights, inputs, hyperparams)
+        if rule.hyperparameters:
+            hyperparams = hyperparams.replace(share_rate=0.02 * (seed + 1))

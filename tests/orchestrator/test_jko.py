@@ -86,7 +86,8 @@ def _ott_entropic_cost(a, b, cost, epsilon):
     """W_ε(a, b) = ⟨C,P⟩ − εH(P) at the Sinkhorn optimum, and its b-gradient (the g potential)."""
     geom = geometry.Geometry(cost_matrix=cost, epsilon=epsilon)
     solver = sinkhorn.Sinkhorn(threshold=1e-13, max_iterations=20_000)
-    out = solver(linear_problem.LinearProblem(geom, a=a, b=b))
+    with jax.numpy_dtype_promotion("standard"):  # ott-jax mixes int64 counters with floats
+        out = solver(linear_problem.LinearProblem(geom, a=a, b=b))
     return out.ent_reg_cost, out.g, out.converged
 
 

@@ -25,13 +25,13 @@ import scipy.stats
 from scipy.integrate import solve_ivp
 
 import fnpredict  # noqa: F401  (x64)
-from fnpredict.kernels.dgm_entropy import (
+from fnpredict.solvers.entropy import (
     collapse_check,
     entropy_monitor,
     gauss_legendre_nodes,
     vasicek_entropy,
 )
-from fnpredict.kernels.dgm_solver import (
+from fnpredict.solvers.dgm import (
     DGMNetwork,
     DGMProblem,
     KolmogorovHamiltonian,
@@ -39,8 +39,9 @@ from fnpredict.kernels.dgm_solver import (
     dgm_loss,
     pde_residual,
     sample_box,
-    train,
+    sample_boundary,
 )
+from fnpredict.training.dgm import train
 
 # Float64 residuals of closed forms differentiated by autodiff: only rounding
 # of O(1)-to-O(10) quantities remains, ~1e-15 each; 1e-11 leaves a wide margin.
@@ -250,10 +251,9 @@ def test_loss_terms_vanish_at_the_solution_and_measure_a_shift(getkey):
 
 
 def test_boundary_points_lie_on_faces(getkey):
-    from fnpredict.kernels.dgm_solver import _sample_boundary
 
     lower, upper = jnp.array([-1.0, 0.0, 2.0]), jnp.array([1.0, 5.0, 3.0])
-    points = np.asarray(_sample_boundary(getkey(), lower, upper, 200))
+    points = np.asarray(sample_boundary(getkey(), lower, upper, 200))
     on_face = np.isclose(points, np.asarray(lower)) | np.isclose(points, np.asarray(upper))
     assert np.all(on_face.any(axis=1))
     assert np.all((points >= np.asarray(lower)) & (points <= np.asarray(upper)))
@@ -344,7 +344,8 @@ def _wide_payoff_problem():
 
 def test_training_reinitialises_then_stops_on_collapse():
     problem = _wide_payoff_problem()
-    network = DGMNetwork(problem, 8, 1, key=jax.random.key(0), dtype=jnp.float32)
+    # The problem's arrays are float64: a float64 network (strict promotion forbids the mix).
+    network = DGMNetwork(problem, 8, 1, key=jax.random.key(0), dtype=jnp.float64)
     frozen = optax.sgd(0.0)  # nothing learns: the collapse persists through every attempt
     _, info = train(network, problem, jax.random.key(1), steps=20, chunk=10, optimizer=frozen,
                     n_interior=16, n_terminal=16, monitor_points=32, max_restarts=2)
@@ -374,7 +375,7 @@ def test_vasicek_scale_equivariance_and_uniform_grid(getkey):
     # Ĥ[aY + b] = Ĥ[Y] + log|a| exactly up to rounding (spacings scale by |a|).
     np.testing.assert_allclose(vasicek_entropy(-3.7 * sample + 5.0), base + math.log(3.7), rtol=0, atol=1e-12)
     # Midpoints of a uniform grid on [0, L]: exactly log L with Ebrahimi's c_i.
-    grid = (jnp.arange(64) + 0.5) / 64 * 2.5
+    grid = (jnp.arange(64, dtype=jnp.float64) + 0.5) / 64 * 2.5
     np.testing.assert_allclose(vasicek_entropy(grid), math.log(2.5), rtol=0, atol=1e-12)
 
 
@@ -394,7 +395,7 @@ def test_constant_sample_is_finite_and_collapsed():
         # smallest normal for 0) and n/(c_i m) <= n/m = 8 for n = 64.
         floor = np.finfo(float).eps * abs(constant) + np.finfo(float).tiny
         assert np.isfinite(value) and value <= math.log(8 * floor) + 1e-12
-    grid = (jnp.arange(64) + 0.5) / 64
+    grid = (jnp.arange(64, dtype=jnp.float64) + 0.5) / 64
     gap = vasicek_entropy(jnp.full((64,), 0.5)) - vasicek_entropy(grid)
     assert bool(collapse_check(gap, jnp.asarray(0.5)))
     assert bool(collapse_check(jnp.asarray(jnp.nan), jnp.asarray(0.5)))  # garbage is not "healthy"
@@ -402,7 +403,7 @@ def test_constant_sample_is_finite_and_collapsed():
 
 def test_collapse_threshold_on_the_exp_entropy_scale():
     """V = a·g on the same points: entropy gap = log a exactly; trips iff a < γ."""
-    grid = (jnp.arange(64) + 0.5) / 64 * 8.0 - 4.0
+    grid = (jnp.arange(64, dtype=jnp.float64) + 0.5) / 64 * 8.0 - 4.0
     nodes, weights = gauss_legendre_nodes(2, 1.0)
     points, params = grid[:, None], jnp.zeros((64, 0))
     for scale, expected in ((0.45, True), (0.55, False), (1.0, False), (2.0, False)):

@@ -315,7 +315,7 @@ def solve_backward_kolmogorov(
         :class:`PIDESolution` with u(horizon, x_i) and :class:`PIDEInfo`.
 
     Example:
-        >>> from fnpredict.kernels.levy_measures import NormalJumps
+        >>> from fnpredict.solvers.levy_measures import NormalJumps
         >>> grid = UniformGrid.from_bounds(-4.0, 4.0, 201)
         >>> x = grid.points()
         >>> solution = solve_backward_kolmogorov(

@@ -1,4 +1,4 @@
-"""Ready-made Hamiltonians for the DGM solver (:mod:`fnpredict.kernels.dgm_solver`).
+"""Ready-made Hamiltonians for the DGM solver (:mod:`fnpredict.solvers.dgm`).
 
 * :class:`KolmogorovHamiltonian` (linear, Feynman–Kac):
   H = b·∇v + ½ tr(σσᵀ∇²v) − r v + f for a diffusion dX = b dt + σ dW;

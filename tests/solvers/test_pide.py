@@ -18,9 +18,9 @@ import pytest
 import scipy.stats
 
 import fnpredict  # noqa: F401  (float64)
-from fnpredict.kernels.anderson import anderson_fixed_point
-from fnpredict.kernels.levy_measures import DoubleExponentialJumps, NormalJumps
-from fnpredict.kernels.pide import (
+from fnpredict.solvers.anderson import anderson_fixed_point
+from fnpredict.solvers.levy_measures import DoubleExponentialJumps, NormalJumps
+from fnpredict.solvers.pide import (
     DirichletBoundary,
     LinearBoundary,
     UniformGrid,
@@ -232,7 +232,7 @@ def test_boundary_extension_is_linear():
     grid = UniformGrid.from_bounds(0.0, 1.0, 5)
     values = 2.0 * grid.points() - 1.0
     extended = LinearBoundary().extend(values, grid, 3, jnp.zeros(()))
-    expected = 2.0 * (grid.lower + grid.step * jnp.arange(-3, 8)) - 1.0
+    expected = 2.0 * (grid.lower + grid.step * jnp.arange(-3, 8, dtype=jnp.float64)) - 1.0
     # Linear continuation of a linear function: exact up to a few ulps.
     np.testing.assert_allclose(np.asarray(extended), np.asarray(expected), rtol=0, atol=1e-14)
 
