@@ -89,7 +89,7 @@ def make_storage(storage):
     return result
 
 
-def fail_stale_trials(study: optuna.Study, heartbeat: float = DEFAULT_HEARTBEAT) -> list[int]:
+def fail_stale_trials(study: optuna.Study, heartbeat: float | int = DEFAULT_HEARTBEAT) -> list[int]:
     """Fail, and re-queue once, the running trials whose worker stopped beating.
 
     A trial is stale when its last beat (or its start, if it never beat) is
