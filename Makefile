@@ -33,10 +33,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check fnpredict tests benchmarks examples scripts
 	$(PY) -m pytest -q tests -m "not integration"
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
+	$(PY) scripts/gen_api_docs.py --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Real servers on 127.0.0.1 only (PostgreSQL, Prometheus), started and stopped by
 # the tests; installs Debian's prometheus (and postgresql) when missing, and fails
