@@ -122,7 +122,7 @@ def check_restarts(tmp_path, runs: int, n_lines: int = 2000, seed: int = 13):
 
 
 def test_sigterm_then_resume_equals_one_run(tmp_path):
-    check_restarts(tmp_path, runs=2)
+    check_restarts(tmp_path, runs=1, n_lines=1000)
 
 
 @pytest.mark.integration
@@ -243,8 +243,7 @@ def test_load_hundred_thousand_lines():
 
 
 # -- many assets -----------------------------------------------------------------------------------------------------
-def test_assets_vmapped_equal_single_asset_runs(tmp_path):
-    n_assets, n_lines = 64, 100
+def check_assets(n_assets: int, n_lines: int = 100):
     rng = np.random.default_rng(3)
     data = 4.0 + np.cumsum(rng.standard_normal((n_lines, n_assets)) * 0.01, axis=0)
     data[10, 5] = np.nan
@@ -279,6 +278,15 @@ def test_assets_vmapped_equal_single_asset_runs(tmp_path):
     assert worst <= 1e-10
 
 
+def test_assets_vmapped_equal_single_asset_runs():
+    check_assets(8)
+
+
+@pytest.mark.integration
+def test_sixty_four_assets_equal_sixty_four_single_runs():
+    check_assets(64)
+
+
 def test_flags_go_to_the_log_at_their_levels(caplog):
     import logging
 
@@ -290,3 +298,20 @@ def test_flags_go_to_the_log_at_their_levels(caplog):
     degraded = [r for r in caplog.records if "degraded_inference_mode" in r.getMessage()]
     assert degraded and all(r.levelno == logging.WARNING for r in degraded)
     assert service.metrics.flags.labels(flag="degraded_inference_mode")._value.get() > 0
+
+
+def test_telemetry_metrics_flatten_generically():
+    import jax
+    from prometheus_client import generate_latest
+
+    from fnpredict.runtime.metrics import TelemetryMetrics
+
+    state = fp.init(CONFIG, jax.random.key(0))
+    metrics = TelemetryMetrics(CONFIG.kernels)
+    for value in (4.0, float("nan"), 4.01):
+        state, out = fp.step(state, value, jax.random.key(1))
+        record = metrics.observe(out)
+    text = generate_latest(metrics.registry).decode()
+    assert set(record["weights"]) == set(CONFIG.kernels)
+    assert 'fnpredict_output{field="prediction"}' in text
+    assert 'fnpredict_events_total{event="observation_missing"} 1.0' in text
