@@ -110,7 +110,8 @@ def check_restarts(tmp_path, runs: int, n_lines: int = 2000, seed: int = 13):
         stop_at = rng.randrange(1, n_lines)
         code, first = _run_until(_stream_cmd("--snapshot", str(snapshot)), input_path, stop_at, env)
         assert code == 0, f"run {run}: exit {code} after SIGTERM"
-        assert stop_at <= len(first) < n_lines, (stop_at, len(first))
+        # The child may run ahead of our reading by a pipe buffer, even to the end of the input.
+        assert stop_at <= len(first) <= n_lines, (stop_at, len(first))
         code, second = _run_until(_stream_cmd("--snapshot", str(snapshot), "--resume"), input_path, None, env)
         assert code == 0
         got = _digest(first + second)
