@@ -12,7 +12,7 @@ VENV312 := .venv312
 PY312 := $(VENV312)/bin/python
 STAMP312 := $(VENV312)/.installed
 # Each integration run is bounded: the servers the tests start are stopped by the tests.
-INTEGRATION_TIMEOUT ?= 900
+INTEGRATION_TIMEOUT ?= 600
 
 .PHONY: demo test test-integration test-py312 print-python312 docs bench clean integration-deps
 
