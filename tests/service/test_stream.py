@@ -80,8 +80,8 @@ def test_parse_line_kinds():
 
 
 # -- stop and resume -------------------------------------------------------------------------------------------------
-def _run_until(cmd, input_path, stop_after: int | None, env):
-    """Run a stream on ``input_path``; SIGTERM it once ``stop_after`` lines came out."""
+def _run_until(cmd, input_path, stop_after: int | None, env, signum=signal.SIGTERM):
+    """Run a stream on ``input_path``; signal it once ``stop_after`` lines came out."""
     with open(input_path) as stdin:
         process = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                    env=env)
@@ -89,12 +89,12 @@ def _run_until(cmd, input_path, stop_after: int | None, env):
         for line in process.stdout:
             lines.append(line.rstrip("\n"))
             if stop_after is not None and len(lines) == stop_after:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
         code = process.wait(timeout=300)
     return code, lines
 
 
-def check_restarts(tmp_path, runs: int, n_lines: int = 2000, seed: int = 13):
+def check_restarts(tmp_path, runs: int, n_lines: int = 2000, seed: int = 13, signals=(signal.SIGTERM,)):
     lines = _series(n_lines)
     rng = random.Random(seed)
     for i in rng.sample(range(n_lines), n_lines // 100):  # a little garbage, so error lines are resumed too
@@ -109,8 +109,9 @@ def check_restarts(tmp_path, runs: int, n_lines: int = 2000, seed: int = 13):
     for run in range(runs):
         snapshot = tmp_path / f"run{run}.fnps"
         stop_at = rng.randrange(1, n_lines)
-        code, first = _run_until(_stream_cmd("--snapshot", str(snapshot)), input_path, stop_at, env)
-        assert code == 0, f"run {run}: exit {code} after SIGTERM"
+        signum = signals[run % len(signals)]
+        code, first = _run_until(_stream_cmd("--snapshot", str(snapshot)), input_path, stop_at, env, signum)
+        assert code == 0, f"run {run}: exit {code} after signal {signum}"
         # The child may run ahead of our reading by a pipe buffer, even to the end of the input.
         assert stop_at <= len(first) <= n_lines, (stop_at, len(first))
         code, second = _run_until(_stream_cmd("--snapshot", str(snapshot), "--resume"), input_path, None, env)
@@ -123,8 +124,8 @@ def check_restarts(tmp_path, runs: int, n_lines: int = 2000, seed: int = 13):
           f"(SIGTERM at, lines before stop, equal): {report}")
 
 
-def test_sigterm_then_resume_equals_one_run(tmp_path):
-    check_restarts(tmp_path, runs=1, n_lines=1000)
+def test_sigterm_or_ctrl_c_then_resume_equals_one_run(tmp_path):
+    check_restarts(tmp_path, runs=2, n_lines=800, signals=(signal.SIGTERM, signal.SIGINT))
 
 
 @pytest.mark.integration
