@@ -202,11 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=16, help="number of trials (default 16)")
     p.add_argument("--batch", type=int, default=4, help="trials evaluated together as one vmapped population")
     p.add_argument("--windows", type=int, default=4, help="walk-forward windows (default 4)")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (e.g. sqlite:///tune.db) to share trials")
+    p.add_argument("--storage", default=None,
+                   help="shared Optuna storage: a journal file path, or an RDB URL (sqlite:///x.db, postgresql://...)")
     p.add_argument("--study", default="fnpredict", help="study name in the storage")
     p.add_argument("--params-out", default=None, help="write the best hyperparameters to this JSON file")
     p.add_argument("--heartbeat", type=int, default=None,
-                   help="RDB storage heartbeat in seconds: a dead worker's trial is failed and retried")
+                   help="heartbeat seconds with a shared storage (default 10): a trial silent for 3 beats "
+                        "(its worker died) is failed and retried once")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("stream", help="read observations from stdin (one per line), write JSON lines")
