@@ -5,7 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+# python3.12 on PATH if it runs (a pyenv shim may exist without running), else pyenv's 3.12.
+PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+  "$$p" -c "import sys" >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+VENV312 := .venv312
+PY312 := $(VENV312)/bin/python
+STAMP312 := $(VENV312)/.installed
+# Each integration run is bounded (measured: 10 min with the machine shared, less alone; hard kill at 15),
+# and the servers the tests start are stopped by the tests.
+INTEGRATION_TIMEOUT ?= 900
+
+.PHONY: demo test test-integration test-py312 print-python312 docs bench clean integration-deps
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -20,12 +30,52 @@ $(STAMP): $(PY) requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/fnpredict backtest --out out/demo
 
+# No root, no servers: the integration tests are deselected here.
 test: $(STAMP)
 	$(VENV)/bin/ruff check fnpredict tests benchmarks examples scripts
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not integration"
+	$(PY) scripts/gen_api_docs.py --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# Real servers on 127.0.0.1 only (PostgreSQL, Prometheus), started and stopped by
+# the tests; installs Debian's prometheus (and postgresql) when missing, and fails
+# loudly when it cannot.
+integration-deps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo "make: installing Debian's prometheus"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
+	  || { echo "make test-integration: prometheus is missing and apt-get could not install it (need root)"; exit 1; }; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  echo "make: installing Debian's postgresql"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	  || { echo "make test-integration: PostgreSQL is missing and apt-get could not install it (need root)"; exit 1; }; }
+
+test-integration: $(STAMP) integration-deps
+	timeout --kill-after=30 $(INTEGRATION_TIMEOUT) $(PY) -m pytest -q -s tests -m integration
+
+$(PY312):
+	@test -n "$(PYTHON312)" || { echo "make: no runnable python3.12 found (set PYTHON312=...)"; exit 1; }
+	$(PYTHON312) -m venv $(VENV312)
+
+$(STAMP312): $(PY312) requirements-py312.txt pyproject.toml
+	$(PY312) -m pip install --quiet --upgrade pip
+	$(PY312) -m pip install --quiet -r requirements-py312.txt
+	$(PY312) -m pip install --quiet --no-deps -e .
+	touch $(STAMP312)
+
+print-python312:
+	@echo "$(PYTHON312)"
+
+# The newest-JAX leg: the marked subset (canary, parity, oracles) on requirements-py312.txt.
+test-py312: $(STAMP312)
+	$(PY312) -c "import jax; print('newest-JAX leg: jax', jax.__version__)"
+	$(PY312) -m pytest -q tests -m "newest_jax and not integration"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_step.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(VENV312) out site .pytest_cache

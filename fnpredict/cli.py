@@ -113,7 +113,8 @@ def cmd_backtest(args) -> int:
     log = sys.stderr if args.json else sys.stdout
     print(f"fnpredict backtest: {len(values)} steps from {source}, kernels {','.join(config.kernel_names)}", file=log)
     started = time.perf_counter()
-    result = run_backtest(values, config, jax.random.key(args.seed), labels=labels, progress=not args.no_progress)
+    result = run_backtest(values, config, jax.random.key(args.seed), labels=labels, progress=not args.no_progress,
+                          hyperparams=_hyperparams(args))
     elapsed = time.perf_counter() - started
     summary = summarize(result)
     summary["seconds"] = elapsed
@@ -146,9 +147,18 @@ def cmd_tune(args) -> int:
     result = tune(
         config, values, jax.random.key(args.seed), n_trials=args.trials, batch_size=args.batch,
         n_windows=args.windows, storage=args.storage, study_name=args.study, progress=not args.json,
+        heartbeat=args.heartbeat,
     )
     log = sys.stderr if args.json else sys.stdout
-    print(f"best walk-forward RMSE {result['best_value']:.6g} after {result['n_trials']} trials on {source}", file=log)
+    print(f"best mean walk-forward MSE ratio to the random walk {result['best_value']:.6g} "
+          f"after {result['n_trials']} trials on {source}", file=log)
+    if args.params_out:
+        from .tuning.params import write_params
+
+        write_params(args.params_out, result["best_params"], value=result["best_value"],
+                     objective="mean walk-forward MSE ratio to the random walk",
+                     study_name=result["study_name"], n_trials=result["n_trials"])
+        print(f"wrote {args.params_out}", file=log)
     for name, value in result["best_params"].items():
         print(f"  {name:<20} {value:.6g}", file=log)
     if args.json:
@@ -156,58 +166,19 @@ def cmd_tune(args) -> int:
     return 0
 
 
-def _parse_line(line: str, channels: int):
-    line = line.strip()
-    if not line:
+def _hyperparams(args):
+    if not getattr(args, "params", None):
         return None
-    if line.startswith("{"):
-        value = json.loads(line).get("obs")
-    else:
-        value = [float(v) if v.strip().lower() not in {"", "nan", "null"} else math.nan for v in line.split(",")]
-    value = np.asarray(value, dtype=np.float64).reshape(-1)
-    if value.shape != (channels,):
-        raise ValueError(f"expected {channels} value(s) per line, got {value.shape[0]}")
-    return value if channels > 1 else value[0]
+    from .tuning.params import load_hyperparams
+
+    return load_hyperparams(args.params)
 
 
 def cmd_stream(args) -> int:
-    import jax
-
-    import fnpredict as fp
-
-    from .runtime.metrics import TelemetryMetrics
+    from .service.stream import run_from_args
 
     _setup(args)
-    config = _config(args)
-    state = fp.init(config, jax.random.key(args.seed))
-    if args.snapshot and os.path.exists(args.snapshot):
-        state = fp.load_snapshot(args.snapshot, state)
-    metrics = TelemetryMetrics(config.kernel_names)
-    if args.metrics_port:
-        metrics.serve(args.metrics_port)
-    key = jax.random.key(args.seed)
-    count = 0
-    for line_number, line in enumerate(sys.stdin, start=1):
-        try:
-            obs = _parse_line(line, config.n_channels)
-        except (ValueError, json.JSONDecodeError) as error:
-            print(json.dumps({"line": line_number, "input_error": str(error)}), flush=True)
-            continue
-        if obs is None:
-            continue
-        key, step_key = jax.random.split(key)
-        state, out = fp.step(state, obs, step_key)
-        record = metrics.observe(out)
-        record["line"] = line_number
-        print(_dump(record), flush=True)
-        count += 1
-        if args.snapshot and args.snapshot_every and count % args.snapshot_every == 0:
-            fp.save_snapshot(args.snapshot, state)
-    if args.snapshot:
-        fp.save_snapshot(args.snapshot, state)
-    if args.json:
-        print(_dump({"summary": {"steps": count, "snapshot": args.snapshot}}), flush=True)
-    return 0
+    return run_from_args(args, _config(args), _hyperparams(args))
 
 
 def cmd_bench(args) -> int:
@@ -279,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     p.add_argument("--snapshot", default=None, help="also save the final state to this snapshot file")
+    p.add_argument("--params", default=None, help="hyperparameters JSON (as written by tune --params-out)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_backtest)
 
@@ -288,17 +260,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=16, help="number of trials (default 16)")
     p.add_argument("--batch", type=int, default=4, help="trials evaluated together as one vmapped population")
     p.add_argument("--windows", type=int, default=4, help="walk-forward windows (default 4)")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (e.g. sqlite:///tune.db) to share trials")
+    p.add_argument("--storage", default=None,
+                   help="shared Optuna storage: a journal file path, or an RDB URL (sqlite:///x.db, postgresql://...)")
     p.add_argument("--study", default="fnpredict", help="study name in the storage")
+    p.add_argument("--params-out", default=None, help="write the best hyperparameters to this JSON file")
+    p.add_argument("--heartbeat", type=int, default=None,
+                   help="heartbeat seconds with a shared storage (default 10): a trial silent for 3 beats "
+                        "(its worker died) is failed and retried once")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("stream", help="read observations from stdin (one per line), write JSON lines")
     _add_common(p)
     p.add_argument("--column", default="close", help=argparse.SUPPRESS)
     p.add_argument("--channels", type=int, default=1, help="values per line (comma-separated)")
-    p.add_argument("--snapshot", default=None, help="restore from / save to this snapshot file")
-    p.add_argument("--snapshot-every", type=int, default=0, help="also save every N steps")
-    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--assets", type=int, default=1, help="assets per line, advanced by one vmapped step")
+    p.add_argument("--csv", action="store_true", help="CSV input: a header (timestamp,asset...) then rows")
+    p.add_argument("--snapshot", default=None, help="snapshot file (written on SIGTERM/SIGINT and at the end)")
+    p.add_argument("--snapshot-every", type=int, default=0, help="also save every N lines")
+    p.add_argument("--resume", action="store_true", help="restore --snapshot and continue")
+    p.add_argument("--resume-input", choices=("replay", "continue"), default="replay",
+                   help="replay: the input starts again from its first line (consumed lines are skipped); "
+                        "continue: it starts at the first line not consumed")
+    p.add_argument("--params", default=None, help="hyperparameters JSON (as written by tune --params-out)")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error", "critical"))
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve /metrics (Prometheus) and /healthz on 127.0.0.1:PORT")
     p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("bench", help="per-step latency, scan vs loop, vmap vs one asset, state bytes, compile time")

@@ -1,63 +1,45 @@
-"""Prometheus metrics from step telemetry (host side, never traced).
+"""Prometheus gauges from step outputs (host side, never traced).
 
-Each :class:`StepOutput` the host receives is turned into gauges and counters
-in a private registry, which ``serve`` exposes on 127.0.0.1 only.
+Each :class:`StepOutput` the host receives is flattened generically (every
+scalar leaf named by its path, see :mod:`fnpredict.service.records`) into
+gauges of a private registry, so nested telemetry needs no field list here.
+``serve`` exposes the registry on 127.0.0.1 only. The stream service has its
+own, richer metrics (:mod:`fnpredict.service.metrics`).
 """
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from ..telemetry import SCALAR_FIELDS, StepOutput
+from ..service.records import OutputFlattener, scalar_fields
 
-_EVENT_FIELDS = ("regime_change_detected", "emergency_mode", "degraded_inference_mode",
-                 "mode_collapse_warning", "observation_missing", "observation_rejected")
+#: Boolean leaves counted as events when they are raised.
+EVENT_FIELDS = ("regime_change_detected", "emergency_mode", "degraded_inference_mode",
+                "mode_collapse_warning", "observation_missing", "observation_rejected")
 
 
 class TelemetryMetrics:
-    """Gauges for the scalar telemetry and the weights, counters for events."""
+    """Gauges for the scalar leaves and the weights, counters for events."""
 
     def __init__(self, kernel_names: tuple[str, ...], registry: CollectorRegistry | None = None):
         self.kernel_names = tuple(kernel_names)
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.flattener = OutputFlattener(self.kernel_names)
         self.steps = Counter("fnpredict_steps", "steps processed", registry=self.registry)
         self.events = Counter("fnpredict_events", "telemetry events", ["event"], registry=self.registry)
-        self.prediction = Gauge("fnpredict_prediction", "ensemble forecast of the next observation",
-                                registry=self.registry)
+        self.fields = Gauge("fnpredict_output", "scalar step output leaf, by path", ["field"],
+                            registry=self.registry)
         self.weights = Gauge("fnpredict_kernel_weight", "kernel weight", ["kernel"], registry=self.registry)
-        self.kernel_predictions = Gauge("fnpredict_kernel_prediction", "kernel forecast", ["kernel"],
-                                        registry=self.registry)
-        self.scalars = {
-            name: Gauge(f"fnpredict_{name}", f"telemetry field {name}", registry=self.registry)
-            for name in SCALAR_FIELDS
-        }
 
-    def observe(self, output: StepOutput) -> dict:
+    def observe(self, output) -> dict:
         """Record one step's output; return it as a JSON-ready dict."""
-        telemetry = output.telemetry
-        record = {
-            "prediction": float(np.asarray(output.prediction)),
-            "kernel_predictions": {
-                n: float(v) for n, v in zip(self.kernel_names, np.asarray(output.kernel_predictions))
-            },
-            "weights": {n: float(v) for n, v in zip(self.kernel_names, np.asarray(output.weights))},
-        }
+        leaves = self.flattener.host_leaves(output)
+        record = self.flattener.record(leaves)
         self.steps.inc()
-        self.prediction.set(record["prediction"])
-        for name in self.kernel_names:
-            self.weights.labels(kernel=name).set(record["weights"][name])
-            self.kernel_predictions.labels(kernel=name).set(record["kernel_predictions"][name])
-        for name in SCALAR_FIELDS:
-            value = np.asarray(getattr(telemetry, name))
-            if value.dtype == bool:
-                python_value = bool(value)
-            elif np.issubdtype(value.dtype, np.integer):
-                python_value = int(value)
-            else:
-                python_value = float(value)
-            record[name] = python_value
-            self.scalars[name].set(float(value))
-            if name in _EVENT_FIELDS and python_value:
+        for name, value in scalar_fields(leaves).items():
+            self.fields.labels(field=name).set(value)
+            if name.rsplit(".", 1)[-1] in EVENT_FIELDS and value:
                 self.events.labels(event=name).inc()
+        for kernel, weight in (record.get("weights") or {}).items():
+            self.weights.labels(kernel=kernel).set(weight)
         return record
 
     def serve(self, port: int) -> None:
@@ -65,4 +47,4 @@ class TelemetryMetrics:
         start_http_server(port, addr="127.0.0.1", registry=self.registry)
 
 
-__all__ = ["TelemetryMetrics"]
+__all__ = ["TelemetryMetrics", "EVENT_FIELDS"]
