@@ -23,7 +23,8 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+local"
 
 _LAZY_SUBMODULES = {
-    "sia", "kernels", "orchestrator", "greeks", "tuning", "runtime", "data", "cli", "engine", "state", "telemetry",
+    "sia", "kernels", "orchestrator", "guards", "solvers", "training", "evaluation", "synthetic", "params", "results",
+    "tuning", "runtime", "data", "cli", "engine", "state", "telemetry", "backtest",
 }
 _LAZY_ATTRIBUTES = {
     "PredictorState": "state",

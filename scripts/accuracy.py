@@ -3,8 +3,9 @@
 Runs the evaluation lab (:mod:`fnpredict.evaluation`) and writes
 ``docs/accuracy.md``: every table in it is produced here from the run, none is
 typed. The full run (``all`` grid, 17 configs; 5 seeds × 4000 steps of each
-synthetic family, scored after 200 steps) takes 15–25 minutes on 2 cores;
-``--quick`` (5 configs, 2 seeds × 1000 steps, the last 1500 S&P days) a few.
+synthetic family, scored after 200 steps) took 30 minutes on 2 shared cores
+(~105 s per config: one compilation plus 26 series × 5031 steps);
+``--quick`` (5 configs, 2 seeds × 1000 steps, the last 1500 S&P days) 3.5.
 
     python scripts/accuracy.py [--quick] [--out docs/accuracy.md] [--artifacts out/accuracy]
 """
