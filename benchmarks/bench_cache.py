@@ -16,7 +16,7 @@ import jax, jax.numpy as jnp
 import fnpredict as fp
 from fnpredict.runtime.cache import enable_compilation_cache
 enable_compilation_cache(sys.argv[1])
-kernels = tuple(sys.argv[2].split("+")) if sys.argv[2] != "default" else fp.config.KERNEL_NAMES
+kernels = tuple(sys.argv[2].split("+")) if sys.argv[2] != "default" else fp.config.DEFAULT_KERNELS
 config = fp.PredictorConfig(kernels=kernels)
 state = fp.init(config, jax.random.key(0))
 start = time.perf_counter()

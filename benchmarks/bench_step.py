@@ -27,7 +27,7 @@ import fnpredict as fp  # noqa: E402
 from fnpredict.runtime.bench import format_bench, run_bench  # noqa: E402
 
 for name in args.configs.split(","):
-    kernels = fp.config.KERNEL_NAMES if name == "default" else tuple(name.split("+"))
+    kernels = fp.config.DEFAULT_KERNELS if name == "default" else tuple(name.split("+"))
     config = fp.PredictorConfig(kernels=kernels)
     figures = run_bench(config, n_assets=args.assets, steps=args.steps)
     print(f"== {name}")
