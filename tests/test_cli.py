@@ -66,7 +66,7 @@ def test_backtest_on_a_user_csv_with_gaps(tmp_path, capsys):
 def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys):
     assert cli.main(["backtest", *SMALL, "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path)]) == 2
     assert "no such CSV" in capsys.readouterr().err
-    assert cli.main(["backtest", "--kernels", "levy,wizard", "--out", str(tmp_path)]) == 2
+    assert cli.main(["backtest", "--kernels", "levy,wizard", "--no-cache", "--out", str(tmp_path)]) == 2
     assert "kernels" in capsys.readouterr().err
 
 

@@ -67,7 +67,10 @@ def _train_chunk(network, opt_state, problem, keys, optimizer, sizes, weights):
     def one_step(carry, key):
         dynamic_, opt_state_ = carry
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(dynamic_, key)
-        updates, opt_state_ = optimizer.update(grads, opt_state_, dynamic_)
+        # optax's schedules mix their int32 step count with Python floats:
+        # keep optax on standard promotion even when the caller runs strict.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state_ = optimizer.update(grads, opt_state_, dynamic_)
         dynamic_ = eqx.apply_updates(dynamic_, updates)
         return (dynamic_, opt_state_), (loss, jnp.stack([parts.interior, parts.terminal, parts.boundary]))
 

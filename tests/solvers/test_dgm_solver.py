@@ -86,7 +86,10 @@ def trained_lq():
     3 chunks of 500 so that the compile-once check can count traces.
     """
     counter = []
-    problem = lq_problem()
+    # The problem's arrays in the network's float32 (strict promotion forbids a float32/float64 mix).
+    problem = jax.tree_util.tree_map(
+        lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, lq_problem()
+    )
     inner = problem.hamiltonian
 
     def counting_hamiltonian(t, x, v, grad, hess, params):
