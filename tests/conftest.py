@@ -14,6 +14,19 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Drop JAX's in-memory caches after each test module.
+
+    The whole suite compiles thousands of XLA programs in one process; kept
+    alive, their executables' memory mappings grew until XLA crashed
+    (a segfault late in the run, in whichever module came last). Module-scoped
+    fixtures, and the compile-count checks, all live within one module.
+    """
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture
 def getkey():
     counter = itertools.count()
