@@ -66,7 +66,7 @@ class BOAInfo(eqx.Module):
 
     Attributes:
         learning_rates: ``η_{k,t}`` after this step (1 before any non-zero
-            regret, a placeholder that multiplies a zero regret).
+            regret: a sentinel value, harmless because it multiplies a zero regret).
     """
 
     learning_rates: Float[Array, " kernels"]
