@@ -304,9 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=200, help="first scored step (default 200)")
     p.add_argument("--variants", default="default",
                    help="grid: default (6 configs: jko, ewa, boa, uniform with the default kernels, "
-                        "jko+persistence, jko-no-guards), rules (12), guards (6), all (17 configs: rules "
-                        "jko/ewa/boa/mlpol/fixed_share/uniform x default/+persistence kernels and every guard "
-                        "ablation); or comma-separated labels")
+                        "jko-persistence, jko-no-guards), rules (12), guards (8), all (19 configs: rules "
+                        "jko/ewa/boa/mlpol/fixed_share/uniform x default/-persistence kernels and every guard "
+                        "and input-filter ablation); or comma-separated labels")
     p.add_argument("--kernels", default=None, help="replace the default kernel set of the grid")
     p.add_argument("--buffer-size", type=int, default=None, help="sliding-window length (default 128)")
     p.add_argument("--out", default="out/evaluation", help="output folder (default ./out/evaluation)")

@@ -70,8 +70,9 @@ class PredictorConfig:
             or an :class:`~fnpredict.orchestrator.AbstractWeightRule` object.
         guards: the guards, by name or as objects
             (:class:`~fnpredict.guards.AbstractGuard`); ``None`` (default) means
-            all built-in ones (:data:`fnpredict.guards.DEFAULT_GUARDS`), ``()``
-            none. They are applied in their documented order of precedence
+            the default built-in ones (:data:`fnpredict.guards.DEFAULT_GUARDS`:
+            regime_reset, circuit_breaker, staleness; collapse_mute is
+            opt-in), ``()`` none. They are applied in their documented order of precedence
             (:mod:`fnpredict.guards`), whatever the order given; switching one
             off is an ablation.
         dtype: ``"float64"`` (default) or ``"float32"``.
@@ -87,6 +88,14 @@ class PredictorConfig:
             ``"signed"`` (a two-sided Page CUSUM on the signed standardized
             errors: a shift of their mean, e.g. a drift flip). Both always
             run and report; this selects which ones alarm.
+        regime_window: after a signed regime alarm the kernels estimate from
+            the observations since the alarm only, but never fewer than this
+            many (the window then grows back to the buffer one step at a
+            time), so the new regime is not averaged with the old one for a
+            whole buffer. ``0`` switches this off (kernels always see the whole
+            buffer). Default 32: the signed detector's own warm-up. On the
+            drift-flip family it lowers the MSE/oracle from ≈ 1.095 to ≈ 1.075
+            (``docs/accuracy.md``).
         bad_tick_filter: hold back an observation implausibly far from the
             recent path (``bad_tick_threshold`` robust standard deviations)
             until the next one confirms it (:mod:`fnpredict.input_filter`).
@@ -124,6 +133,7 @@ class PredictorConfig:
     holder_min_count: int | None = None
     cusum_window: int = 64
     regime_detectors: tuple[str, ...] = ("magnitude", "signed")
+    regime_window: int = 32
     bad_tick_filter: bool = True
     ttl_max: int = 5
     ttl_recovery: int = 3
@@ -173,6 +183,10 @@ class PredictorConfig:
         object.__setattr__(self, "regime_detectors", detectors)
         if not set(detectors) <= {"magnitude", "signed"} or len(set(detectors)) != len(detectors):
             _fail("regime_detectors", f"must be distinct names from ('magnitude', 'signed'), got {detectors}")
+        if not isinstance(self.regime_window, int) or isinstance(self.regime_window, bool) or not (
+            0 <= self.regime_window <= self.buffer_size
+        ):
+            _fail("regime_window", f"must be an int in [0, buffer_size={self.buffer_size}], got {self.regime_window!r}")
         if not isinstance(self.bad_tick_filter, bool):
             _fail("bad_tick_filter", f"must be True or False, got {self.bad_tick_filter!r}")
         positive_int("ttl_max", 1)
@@ -324,7 +338,7 @@ _HYPERPARAMETER_SPEC: dict[str, tuple] = {
     "besov_c": (2.0, 0.0, math.inf, True, True, "cone-of-influence radius factor of WTMM linking", False),
     "huber_delta_scale": (1.345, 0.0, math.inf, True, True, "Huber delta in units of the error sigma", True),
     "weight_floor": (1e-6, 0.0, 0.1, True, False, "weight left on the other kernels in emergency", True),
-    "bad_tick_threshold": (8.0, 0.0, math.inf, True, True, "bad-tick test, robust standard deviations", False),
+    "bad_tick_threshold": (12.0, 0.0, math.inf, True, True, "bad-tick test, robust standard deviations", False),
     "page_h": (12.0, 0.0, math.inf, True, True, "signed (Page) CUSUM threshold, standardized units", False),
     "page_k": (0.35, 0.0, math.inf, False, True, "signed (Page) CUSUM reference value (half the shift)", False),
 }

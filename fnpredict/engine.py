@@ -25,6 +25,7 @@ serves ``scan`` and ``vmap`` alike. Diagnostics sit behind
 ``lax.stop_gradient``.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +39,7 @@ from .orchestrator import RuleInput
 from .orchestrator.losses import energy_gradient, linearized_losses
 from .results import step_result
 from .sia.cusum import cusum_init, cusum_reset, cusum_update
-from .sia.page import page_init, page_update
+from .sia.signed_detector import signed_detector_init, signed_detector_update
 from .sia.wtmm import holder_exponent
 from .state import PredictorState
 from .telemetry import LOSS_MSE, StepOutput, Telemetry
@@ -95,7 +96,7 @@ def init(
         kernel_predictions=jnp.zeros((n_kernels,), dtype),
         weights=jnp.full((n_kernels,), 1.0 / n_kernels, dtype),
         cusum=cusum_init(config.cusum_window, dtype),
-        page=page_init(dtype),
+        page=signed_detector_init(dtype),
         input_filter=filter_init(config.n_channels, dtype),
         loss_type=jnp.asarray(LOSS_MSE, jnp.int32),
         kernel_states=tuple(
@@ -168,8 +169,10 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     cusum = jax.tree_util.tree_map(
         lambda reset, kept: jnp.where(magnitude_alarm, reset, kept), cusum_reset(cusum), cusum
     )
-    page, page_info = page_update(
-        state.page, jax.lax.stop_gradient(cusum_info.standardized_error), error_valid, hp.page_h, hp.page_k
+    # The signed detector runs on its own drift-tracking reference (see
+    # fnpredict.sia.signed_detector): the ensemble's errors re-centre too fast.
+    page, page_info = signed_detector_update(
+        state.page, jax.lax.stop_gradient(target - window.last), observed & (window.count > 0), hp.page_h, hp.page_k
     )
     alarm = jnp.zeros((), bool)
     if "magnitude" in config.regime_detectors:
@@ -199,8 +202,15 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     h_ready = h_valid & (history.count >= config.holder_min_count)
 
     # 6. Each kernel learns from y_t, then forecasts y_{t+1}.
+    # After a signed alarm they see only the new regime (config.regime_window).
+    kernel_history = history
+    if config.regime_window:
+        since_alarm = (page.drift_count + 1.0).astype(history.count.dtype)
+        kernel_history = eqx.tree_at(
+            lambda h: h.count, history, jnp.minimum(history.count, jnp.maximum(since_alarm, config.regime_window))
+        )
     kernel_steps = [
-        kernel.step(kernel_state, history, hp.component(kernel.name), kernel_key)
+        kernel.step(kernel_state, kernel_history, hp.component(kernel.name), kernel_key)
         for kernel, kernel_state, kernel_key in zip(kernels, state.kernel_states, kernel_keys)
     ]
     kernel_states = tuple(s for s, _, _ in kernel_steps)
@@ -229,6 +239,7 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         kernel_infos=kernel_infos,
         kernel_names=config.kernel_names,
         previous_weights=state.weights,
+        jump_confirmed=filter_info.confirmed if filter_info is not None else jnp.zeros((), bool),
     )
     guard_states, guard_infos = [], {}
     for guard, guard_state in zip(guards, state.guard_states):

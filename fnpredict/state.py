@@ -29,7 +29,7 @@ class PredictorState(eqx.Module):
         kernel_predictions: the last per-kernel forecasts (K,).
         weights: the current kernel weights ρ (K,), on the simplex.
         cusum: the magnitude CUSUM / error-scale / kurtosis-window state.
-        page: the signed (Page) two-sided CUSUM state.
+        page: the signed regime detector (Page CUSUM on its drift reference, :mod:`fnpredict.sia.signed_detector`).
         input_filter: the bad-tick filter's state (a held observation).
         loss_type: 0 = MSE, 1 = Huber (robust mode; set by the guards).
         kernel_states: each kernel's learned state, in column order.

@@ -55,7 +55,8 @@ class StubC(OffsetKernel):
 SCALES = (2.0, 3.0, 4.5, 6.75, 10.0)
 TWO = fp.PredictorConfig(kernels=(StubA(0.0), StubC(0.05)), buffer_size=40, scales=SCALES, levy_window=32)
 THREE = fp.PredictorConfig(
-    kernels=(StubA(0.0), StubB(0.01, collapsed=True), StubC(0.02)), buffer_size=40, scales=SCALES, levy_window=32
+    kernels=(StubA(0.0), StubB(0.01, collapsed=True), StubC(0.02)), buffer_size=40, scales=SCALES, levy_window=32,
+    guards=fp.guards.DEFAULT_GUARDS + ("collapse_mute",),  # opt-in: off by default
 )
 
 
@@ -96,7 +97,14 @@ def test_regime_alarm_resets_weights_to_uniform():
         if bool(outs.telemetry.emergency_mode[t]):
             continue  # the circuit breaker takes precedence over the reset
         np.testing.assert_allclose(np.asarray(outs.weights[t]), 0.5, rtol=0, atol=1e-15)
-        assert float(outs.telemetry.cusum_drift[t]) > float(outs.telemetry.adaptive_threshold[t])
+        # Telemetry says which detector alarmed (1 magnitude, 2 signed, 3 both), and it really crossed.
+        detector = int(outs.telemetry.regime_detector[t])
+        assert detector in (1, 2, 3)
+        if detector & 1:
+            assert float(outs.telemetry.cusum_drift[t]) > float(outs.telemetry.adaptive_threshold[t])
+        if detector & 2:
+            page = outs.telemetry.page
+            assert max(float(page.statistic_up[t]), float(page.statistic_down[t])) > float(state.hyperparams.page_h)
 
 
 def test_collapse_warning_after_eleven_checks_mutes_kernel_b():
@@ -122,7 +130,8 @@ def _real_config(collapsed: bool):
     from fnpredict.kernels.dgm import DGMKernel
 
     base = fp.PredictorConfig(kernels=("levy", "dgm", "signature"), buffer_size=40, scales=SCALES,
-                              levy_window=30, dgm_entropy_points=32)
+                              levy_window=30, dgm_entropy_points=32,
+                              guards=fp.guards.DEFAULT_GUARDS + ("collapse_mute",))  # opt-in guard
     if not collapsed:
         return base
     dgm = DGMKernel.from_config(base)

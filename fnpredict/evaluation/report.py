@@ -117,6 +117,8 @@ def write_png(path, result: LabResult, labels: list[str] | None = None) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
     for ax, (family, members) in zip(axes.flat, families.items()):
         for label in labels:
+            if any((label, s.name) not in result.runs for s in members):
+                continue  # a variant not run on this family (e.g. merged results)
             curves = [error_curve(result.runs[(label, s.name)], s.values, result.warmup) for s in members]
             length = min(c.size for c in curves)
             curve = np.mean([c[:length] for c in curves], axis=0)
@@ -130,7 +132,7 @@ def write_png(path, result: LabResult, labels: list[str] | None = None) -> None:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    handles, names = axes.flat[0].get_legend_handles_labels()
+    handles, names = max((ax.get_legend_handles_labels() for ax in axes.flat[:n]), key=lambda hn: len(hn[1]))
     # Below the panels, as many columns as fit (~1.3 inch per label).
     ncol = max(1, min(len(names), int(5.2 * cols / 1.3)))
     legend_rows = math.ceil(len(names) / ncol)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import synthetic
 
-__all__ = ["EvalSeries", "FAMILIES", "synthetic_family", "observed"]
+__all__ = ["with_missing_bursts", "EvalSeries", "FAMILIES", "synthetic_family", "observed"]
 
 #: Synthetic families by name (all at their documented defaults).
 FAMILIES = {
@@ -62,3 +62,23 @@ def observed(name: str, values) -> EvalSeries:
     if values.ndim != 1:
         raise ValueError(f"observed: need a (time,) series, got shape {values.shape}")
     return EvalSeries(name, name, values)
+
+
+def with_missing_bursts(series: EvalSeries, bursts: int = 40, min_length: int = 3, max_length: int = 12,
+                        start: int = 300, seed: int = 0) -> EvalSeries:
+    """A copy of ``series`` with ``bursts`` runs of missing (NaN) observations, named ``<name>+gaps``.
+
+    Burst lengths are uniform on ``[min_length, max_length]``, their starts
+    uniform on ``[start, time − max_length)`` (seeded): with the defaults about
+    300 of the S&P's 5031 days go missing, in runs long enough that the
+    staleness guard (``ttl_max = 5``) triggers on about half of them. This is
+    the series on which the staleness guard can show what it is worth; the
+    truth (``conditional_mean``) is kept where the values are.
+    """
+    rng = np.random.default_rng(seed)
+    values = np.array(series.values, float)
+    for begin in rng.integers(start, values.size - max_length, size=bursts):
+        values[begin:begin + int(rng.integers(min_length, max_length + 1))] = np.nan
+    return EvalSeries(f"{series.name}+gaps", f"{series.family}+gaps", values, series.conditional_mean,
+                      series.change_points)
+

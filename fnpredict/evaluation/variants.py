@@ -5,21 +5,27 @@ differ only in hyperparameters and run as one ``vmap`` over a stacked
 population (:func:`group_by_config`). The default grids:
 
 * ``rules``: the rules jko (default), ewa, boa, mlpol, fixed_share, uniform ×
-  the kernel sets "default" (levy, dgm, imex, signature) and
-  "+persistence" (the same plus the random walk as an expert);
+  the kernel sets "default" (levy, dgm, imex, signature, persistence: the
+  library's default) and "-persistence" (the same without the random walk
+  as an expert);
 * ``guards``: the default variant with all guards, with each guard off in
-  turn, and with none;
-* ``all``: both (the default variant once): 17 configs;
+  turn, and with none; each registered guard that is off by default switched
+  on (``jko+collapse_mute``); then the two input-side defenses off in turn: the
+  bad-tick filter (``jko-no-bad_tick_filter``) and the regime window
+  (``jko-no-regime_window``: kernels keep the whole buffer after a signed
+  alarm);
+* ``all``: both (the default variant once): 19 configs;
 * ``default``: the CLI's grid, small enough for the bundled S&P 500 (5031
   days) in about 3 minutes on 2 cores (each config compiles in ~20 s and runs
-  in ~8 s): jko, ewa, boa and uniform with the default kernels, jko with
-  +persistence and jko with no guards (6 configs; the 8-config version took
+  in ~8 s): jko, ewa, boa and uniform with the default kernels, jko without
+  persistence and jko with no guards (6 configs; the 8-config version took
   4.5 minutes on a loaded machine, too close to the 5-minute budget).
 """
 
 import dataclasses
 
-from ..config import KERNEL_NAMES, Hyperparams, PredictorConfig
+from ..config import DEFAULT_KERNELS, Hyperparams, PredictorConfig
+from ..guards import guard_from_name, registered_guards
 
 __all__ = ["Variant", "RULES", "KERNEL_SETS", "DEFAULT_LABEL", "rule_grid", "guard_grid", "grid",
            "GRIDS", "group_by_config", "select"]
@@ -34,11 +40,11 @@ DEFAULT_GRID_RULES: tuple[str, ...] = ("jko", "ewa", "boa", "uniform")
 
 #: Kernel sets by label.
 KERNEL_SETS: dict[str, tuple[str, ...]] = {
-    "default": KERNEL_NAMES,
-    "+persistence": KERNEL_NAMES + ("persistence",),
+    "default": DEFAULT_KERNELS,
+    "-persistence": tuple(k for k in DEFAULT_KERNELS if k != "persistence"),
 }
 
-#: The label of the library's default predictor (jko, default kernels, all guards).
+#: The label of the library's default predictor (jko, default kernels, all guards, default input filter).
 DEFAULT_LABEL = "jko"
 
 
@@ -68,7 +74,9 @@ def _kernel_sets(kernels) -> dict[str, tuple]:
         return KERNEL_SETS
     kernels = tuple(kernels)
     sets = {"default": kernels}
-    if "persistence" not in kernels:
+    if "persistence" in kernels and len(kernels) > 1:
+        sets["-persistence"] = tuple(k for k in kernels if k != "persistence")
+    elif "persistence" not in kernels:
         sets["+persistence"] = kernels + ("persistence",)
     return sets
 
@@ -77,8 +85,9 @@ def rule_grid(base: PredictorConfig | None = None, rules=RULES, kernel_sets=tupl
               kernels: tuple[str, ...] | None = None) -> list[Variant]:
     """Rules × kernel sets, other settings from ``base``.
 
-    ``kernels`` replaces the default kernel set (``+persistence`` is then
-    those plus persistence, dropped when persistence is already in).
+    ``kernels`` replaces the default kernel set; the second set is then those
+    without persistence (``-persistence``) or, when persistence is not among
+    them, those plus persistence (``+persistence``).
     """
     base = base or PredictorConfig()
     sets = _kernel_sets(kernels)
@@ -89,7 +98,7 @@ def rule_grid(base: PredictorConfig | None = None, rules=RULES, kernel_sets=tupl
 
 
 def guard_grid(base: PredictorConfig | None = None, kernels: tuple[str, ...] | None = None) -> list[Variant]:
-    """The default variant with all guards, each guard off in turn, and none."""
+    """The default variant with all guards, each guard off in turn, none; then each input-side defense off."""
     base = base or PredictorConfig()
     kernels = _kernel_sets(kernels)["default"]
     # The guards that apply to these kernels (``guards=None`` leaves out a
@@ -101,6 +110,17 @@ def guard_grid(base: PredictorConfig | None = None, kernels: tuple[str, ...] | N
         out.append(Variant(f"jko-no-{guard}", base.replace(rule="jko", kernels=kernels, guards=kept),
                            tags=("guards",)))
     out.append(Variant("jko-no-guards", base.replace(rule="jko", kernels=kernels, guards=()), tags=("guards",)))
+    # Registered guards that are off by default: the default variant with each switched on.
+    with_kernels = base.replace(kernels=kernels, guards=None)
+    for guard in registered_guards():
+        if guard not in all_guards and guard_from_name(guard, with_kernels, with_kernels.kernel_objects) is not None:
+            out.append(Variant(f"jko+{guard}", base.replace(rule="jko", kernels=kernels, guards=all_guards + (guard,)),
+                               tags=("guards",)))
+    default = base.replace(rule="jko", kernels=kernels, guards=None)
+    if default.bad_tick_filter:
+        out.append(Variant("jko-no-bad_tick_filter", default.replace(bad_tick_filter=False), tags=("guards",)))
+    if default.regime_window:
+        out.append(Variant("jko-no-regime_window", default.replace(regime_window=0), tags=("guards",)))
     return out
 
 
@@ -128,7 +148,7 @@ def grid(name: str = "default", base: PredictorConfig | None = None,
         return _merge(rule_grid(base, kernels=kernels), guard_grid(base, kernels))
     if name == "default":
         small = rule_grid(base, rules=DEFAULT_GRID_RULES, kernel_sets=("default",), kernels=kernels) + rule_grid(
-            base, rules=("jko",), kernel_sets=("+persistence",), kernels=kernels)
+            base, rules=("jko",), kernel_sets=("-persistence", "+persistence"), kernels=kernels)
         guards = guard_grid(base, kernels)
         return _merge(small, [v for v in guards if v.label in (DEFAULT_LABEL, "jko-no-guards")])
     raise ValueError(f"grid: unknown grid {name!r}; known: {GRIDS}")

@@ -44,6 +44,9 @@ class Signals(eqx.Module):
         kernel_infos: each kernel's ``Info``, in column order.
         kernel_names: each kernel's name (static), in column order.
         previous_weights: ρ_t, the weights before this step.
+        jump_confirmed: the bad-tick filter confirmed a held jump this step:
+            the level really moved by more than ``bad_tick_threshold`` robust
+            standard deviations (a crash-sized move; False with the filter off).
     """
 
     observed: Bool[Array, ""]
@@ -54,6 +57,7 @@ class Signals(eqx.Module):
     kernel_infos: tuple
     kernel_names: tuple[str, ...] = eqx.field(static=True)
     previous_weights: Float[Array, " kernels"]
+    jump_confirmed: Bool[Array, ""] = eqx.field(default_factory=lambda: jnp.zeros((), bool))
 
 
 class Decision(eqx.Module):

@@ -30,7 +30,7 @@ class BreakerInfo(eqx.Module):
 
 
 class CircuitBreaker(AbstractGuard):
-    """The seed's breaker: h_min < ``holder_threshold`` puts the weight on one kernel.
+    """The seed's breaker: h_min < ``holder_threshold`` (or a confirmed crash-sized jump) puts the weight on one kernel.
 
     On a trip the weights become ``1 − floor·(K−1)`` on ``kernel`` and
     ``floor`` (``weight_floor``) elsewhere, and the loss switches to Huber
@@ -45,12 +45,17 @@ class CircuitBreaker(AbstractGuard):
             on, else the last kernel.
         calm_window: steps of calm that end robust mode (the config's
             ``cusum_window`` when built by name).
+        on_confirmed_jump: also trip on a jump the bad-tick filter confirmed
+            (:attr:`Signals.jump_confirmed`): a persistent level shift beyond
+            the bad-tick threshold is a crash whatever the Hölder exponent
+            says; a reverted spike is discarded, not confirmed, so it cannot trip.
     """
 
     name: ClassVar[str] = "circuit_breaker"
     precedence: ClassVar[int] = 20
     kernel: str | None = eqx.field(static=True, default=None)
     calm_window: int = eqx.field(static=True, default=64)
+    on_confirmed_jump: bool = eqx.field(static=True, default=True)
 
     def check(self, kernel_names):
         if self.kernel is not None and self.kernel not in kernel_names:
@@ -74,7 +79,11 @@ class CircuitBreaker(AbstractGuard):
         floor = hyperparams.weight_floor
         threshold = hyperparams.holder_threshold
         index = self._index(list(signals.kernel_names))
-        trip = signals.holder_ready & signals.observed & (signals.holder < threshold)
+        # A singular window, or a crash-sized jump the input filter just confirmed
+        # (which the WTMM can miss for a single step in a long calm window).
+        trip = signals.observed & (
+            (signals.holder_ready & (signals.holder < threshold)) | (self.on_confirmed_jump & signals.jump_confirmed)
+        )
         released = state.emergency & ~trip & signals.observed
         emergency_weights = jnp.where(jnp.arange(n) == index, 1.0 - floor * (n - 1), floor).astype(dtype)
         uniform = jnp.full((n,), 1.0 / n, dtype)

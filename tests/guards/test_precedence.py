@@ -99,7 +99,7 @@ def test_staleness_beats_the_circuit_breaker_and_the_reset():
 def test_collapse_mute_applies_on_top_of_whatever_won(case):
     signals = _signals(collapsed=True, holder=0.0 if case == "breaker" else 0.5)
     states = _states(degraded=case == "staleness", collapse_count=10)
-    decision = _run(signals, states)
+    decision = _run(signals, states, guards=fp.guards.DEFAULT_GUARDS + ("collapse_mute",))  # opt-in guard
     winner = {"rule": np.asarray(PROPOSED), "breaker": EMERGENCY, "staleness": np.asarray(PREVIOUS)}[case]
     expected = winner.copy()
     expected[1] = 0.0

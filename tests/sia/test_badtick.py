@@ -92,7 +92,7 @@ def test_reverting_fifty_percent_spike_discarded():
 
 def test_persistent_level_shift_confirmed_next_step():
     y = _walk(300, 2)
-    y[180:] += 10 * 0.01  # a 10σ jump that stays
+    y[180:] += 20 * 0.01  # a 20σ jump (above the 12σ threshold) that stays
     codes, last, decisions, _ = run_filter(jnp.asarray(y))
     codes, last = np.asarray(codes), np.asarray(last)
     assert codes[180] == HOLD and codes[181] == CONFIRM
