@@ -1,19 +1,18 @@
 """Two-sided Page CUSUM: detection rate and false alarms on the drift-flip family, null run, invariances.
 
-The standardized errors come from a reasonable predictor of the drift-flip
-series: the random walk plus an exponentially weighted drift estimate
+The standardized errors come from the engine's signed detector
+(:mod:`fnpredict.sia.signed_detector`), whose reference predictor is the
+random walk plus an exponentially weighted drift estimate
 (``pred_t = y_{t−1} + m_{t−1}``). The bare random walk's errors carry the
 regime drift ±0.5σ as a bias, which a CUSUM referenced at 0 cannot tell from
 a change (with ``k < 0.5`` it alarms all through every regime, with ``k ≥ 0.5``
-it never sees the flip); a drift-tracking kernel is what the engine's
-ensemble contains. The drift estimate restarts after each alarm (its rate
+it never sees the flip). The drift estimate restarts after each alarm (its rate
 ``max(r, 1/(n+1))``, n the increments since the restart, as
 :func:`fnpredict.sia.cusum.cusum_reset` restarts σ), and the error scale is
 the engine's: an EMA of squared errors with rate 0.02 (running mean at the
 start). The CUSUM is muted for the first 32 steps while σ forms.
 """
 
-import functools
 import math
 
 import jax
@@ -22,44 +21,25 @@ import numpy as np
 
 from fnpredict import synthetic
 from fnpredict.sia.page import DEFAULT_H, DEFAULT_K, PageState, page_init, page_update
+from fnpredict.sia.signed_detector import WARMUP, signed_detector_init, signed_detector_update
 
-#: Rate of the predictor's drift EMA: adapts in ≈ 1/r = 100 steps, well
-#: inside a 256-step regime, with a drift noise of σ√(r/2) ≈ 0.07σ.
-DRIFT_RATE = 0.01
-#: The engine's error-scale EMA rate.
-SCALE_RATE = 0.02
-#: Steps before the CUSUM runs (σ's relative error ≈ 1/√64 at n = 32).
-WARMUP = 32
 #: A flip counts as detected by an alarm in the right direction within this many steps.
 WINDOW = 50
 
 
-@functools.partial(jax.jit, static_argnames=("warmup",))
-def monitor(values, h, k, warmup=WARMUP, drift_rate=DRIFT_RATE):
-    """Run predictor + Page CUSUM over ``values``; returns alarms, directions and the z's."""
+@jax.jit
+def monitor(values, h, k):
+    """Run the engine's signed detector (reference predictor + Page CUSUM) over ``values``."""
     increments = jnp.diff(values)
 
-    def body(carry, step):
-        page, drift, drift_count, variance, count = carry
-        t, increment = step
-        error = increment - drift
-        z = error / jnp.sqrt(jnp.where(count > 0, variance, 1.0))
-        page, info = page_update(page, z, t >= warmup, h, k)
-        scale_rate = jnp.maximum(SCALE_RATE, 1.0 / (count + 1.0))
-        variance = variance + scale_rate * (error**2 - variance)
-        rate = jnp.maximum(drift_rate, 1.0 / (drift_count + 1.0))
-        drift = drift + rate * (increment - drift)
-        drift_count = jnp.where(info.alarm, 0.0, drift_count + 1.0)
-        drift = jnp.where(info.alarm, 0.0, drift)
-        return (page, drift, drift_count, variance, count + 1.0), (info.alarm, info.direction, z)
+    def body(state, increment):
+        state, info = signed_detector_update(state, increment, jnp.asarray(True), h, k)
+        return state, (info.alarm, info.direction)
 
-    zero = jnp.zeros((), values.dtype)
-    carry = (page_init(values.dtype), zero, zero, zero, zero)
-    steps = (jnp.arange(1, values.shape[0]), increments)
-    _, (alarms, directions, z) = jax.lax.scan(body, carry, steps)
+    _, (alarms, directions) = jax.lax.scan(body, signed_detector_init(values.dtype), increments)
     # Entry t - 1 of the outputs is the error of y_t: shift back to the values' index.
     pad = lambda a: jnp.concatenate([jnp.zeros((1,), a.dtype), a])  # noqa: E731
-    return pad(alarms), pad(directions), pad(z)
+    return pad(alarms), pad(directions)
 
 
 def flip_figures(series, alarms, directions):
@@ -85,7 +65,7 @@ def test_drift_flip_detection_and_false_alarms():
     totals = np.zeros(4, int)
     for seed in range(8):
         series = synthetic.drift_flip(20_000, seed, sigma=0.01, mean_regime_length=256)
-        alarms, directions, _ = monitor(jnp.asarray(series.values), DEFAULT_H, DEFAULT_K)
+        alarms, directions = monitor(jnp.asarray(series.values), DEFAULT_H, DEFAULT_K)
         figures = flip_figures(series, alarms, directions)
         totals += figures
         detected, scored, false_alarms, steps = figures
@@ -118,7 +98,7 @@ def test_null_gaussian_false_alarms():
     assert max(counts) <= 2
     # And on a driftless random walk through the whole predictor pipeline.
     walk = np.cumsum(0.01 * np.random.default_rng(200).standard_normal(10_001))
-    alarms, _, _ = monitor(jnp.asarray(walk), DEFAULT_H, DEFAULT_K)
+    alarms, _ = monitor(jnp.asarray(walk), DEFAULT_H, DEFAULT_K)
     print("false alarms on a 10 000-step driftless random walk (pipeline):", int(np.sum(alarms)))
     assert int(np.sum(alarms)) <= 2
 
