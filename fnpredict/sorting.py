@@ -21,6 +21,7 @@ References:
     Batcher (1968), "Sorting networks and their applications", AFIPS SJCC.
 """
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -48,6 +49,7 @@ def _bitonic_pow2(values: Float[Array, " n"]) -> Float[Array, " n"]:
     return values
 
 
+@jax.jit
 def sort(values: Float[Array, " n"]) -> Float[Array, " n"]:
     """Ascending sort of a 1-D float array, equal to ``jnp.sort`` (NaN last).
 
@@ -61,7 +63,7 @@ def sort(values: Float[Array, " n"]) -> Float[Array, " n"]:
         >>> sort(jnp.array([3.0, jnp.nan, -1.0, 2.0]))
         Array([-1.,  2.,  3., nan], dtype=float64)
     """
-    values = jnp.asarray(values)
+    # Jitted so that an eager call (at config time) is one program, not ~100 ops.
     if values.ndim != 1:
         raise ValueError(f"sort: expects a 1-D array, got shape {values.shape}")
     n = values.shape[0]
