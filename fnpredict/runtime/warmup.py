@@ -70,7 +70,9 @@ def deployment_programs(
     return programs
 
 
-def warmup(config: PredictorConfig, hyperparams: Hyperparams | None = None, **shapes) -> dict[str, float]:
+def warmup(
+    config: PredictorConfig, hyperparams: Hyperparams | None = None, **shapes: tuple[int, ...]
+) -> dict[str, float]:
     """Compile the deployment's programs (cache on first, read from it afterwards).
 
     The persistent cache must be enabled first
