@@ -1,4 +1,4 @@
-"""The ``fnpredict`` command: ``backtest``, ``tune``, ``stream``, ``bench``.
+"""The ``fnpredict`` command: ``backtest``, ``tune``, ``stream``, ``bench``, ``warmup``.
 
 Every subcommand takes ``--json`` for a machine-readable summary on stdout
 (human-readable text then goes to stderr).
@@ -194,6 +194,32 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip()) if text else ()
+
+
+def cmd_warmup(args) -> int:
+    """Compile a deployment's programs into the persistent cache (fnpredict.runtime.warmup)."""
+    from .runtime.warmup import warmup
+
+    if args.no_cache:
+        raise ValueError("warmup fills the persistent compilation cache; --no-cache makes it pointless")
+    _setup(args)
+    config = _config(args)
+    seconds = warmup(config, stream_assets=_sizes(args.stream_assets), predict_steps=_sizes(args.predict_steps),
+                     chunk_steps=_sizes(args.chunk_steps))
+    log = sys.stderr if args.json else sys.stdout
+    import jax
+
+    folder = jax.config.jax_compilation_cache_dir
+    for name, value in seconds.items():
+        print(f"{name:16s} {value:8.2f} s", file=log)
+    print(f"cache: {folder}", file=log)
+    if args.json:
+        print(_dump({"seconds": seconds, "cache_dir": folder}))
+    return 0
+
+
 # --- evaluate (the evaluation lab, fnpredict.evaluation) -------------------
 
 
@@ -293,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=500, help="steps per measurement (default 500)")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("warmup", help="compile every program a deployment uses into the persistent cache")
+    _add_common(p)
+    p.add_argument("--channels", type=int, default=1, help="values per observation")
+    p.add_argument("--stream-assets", default="1", help="comma-separated asset counts of `stream` (default 1)")
+    p.add_argument("--predict-steps", default="", help="comma-separated lengths of fp.predict calls")
+    p.add_argument("--chunk-steps", default="256",
+                   help="comma-separated backtest chunk lengths (default 256, the backtest's; '' for none)")
+    p.set_defaults(func=cmd_warmup, column="close")
+
     p = sub.add_parser("evaluate", help="evaluation lab: variants x series vs random walk, kernels, truth")
     _add_data(p)
     p.add_argument("--synthetic", default=None,
@@ -321,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "stream" and args.channels > 1:
+    if args.command in ("stream", "warmup") and args.channels > 1:
         args.column = ",".join(f"c{i}" for i in range(args.channels))
     try:
         return args.func(args)

@@ -291,6 +291,29 @@ class PredictorConfig:
 _FINGERPRINTS: dict[int, tuple] = {}
 
 
+def _stable_repr(leaf) -> str:
+    """A text for a non-array leaf that is the same in every process.
+
+    ``repr`` of a function holds its memory address (``<function <lambda> at
+    0x7f...>``), different in each process, so a snapshot written by one
+    process failed to load in the next (its config fingerprint never matched).
+    A function is named by where it is defined and its bytecode instead, plus
+    the values its closure captured.
+    """
+    target = getattr(leaf, "__wrapped__", leaf)  # jax.jit / functools.wraps
+    code = getattr(target, "__code__", None)
+    if code is None:
+        return repr(leaf)
+    cells = []
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            cells.append(_stable_repr(cell.cell_contents))
+        except ValueError:  # an empty cell (a name not yet bound when captured)
+            cells.append("<empty>")
+    return (f"function {getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')} "
+            f"{code.co_firstlineno} {hashlib.sha256(code.co_code).hexdigest()} {tuple(cells)}")
+
+
 def fingerprint(component) -> tuple:
     """The value identity of a component (kernel, rule, guard) or of a name.
 
@@ -318,7 +341,7 @@ def fingerprint(component) -> tuple:
             digest.update(f"{array.shape}{array.dtype}".encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         else:
-            digest.update(repr(leaf).encode())
+            digest.update(_stable_repr(leaf).encode())
     key = (type(component).__module__, type(component).__qualname__, str(treedef), digest.hexdigest())
     _FINGERPRINTS[id(component)] = (component, key)
     return key

@@ -25,6 +25,8 @@ serves ``scan`` and ``vmap`` alike. Diagnostics sit behind
 ``lax.stop_gradient``.
 """
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -82,6 +84,18 @@ def init(
     if not isinstance(hyperparams, Hyperparams):
         raise TypeError(f"hyperparams must be a Hyperparams, got {type(hyperparams).__name__}")
     hyperparams = hyperparams.validate()
+    return _init_program(config, hyperparams)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_program(config: PredictorConfig, hyperparams: Hyperparams) -> PredictorState:
+    """The array part of :func:`init`: one compiled program per config.
+
+    Run op by op it dispatched (and, in a fresh process, compiled or fetched
+    from the persistent cache) a few hundred small programs; jitted it is one
+    program, one persistent-cache entry, and one dispatch.
+    """
+    dtype = config.jnp_dtype
     hyperparams = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), hyperparams)
     hyperparams = hyperparams.with_defaults(config.kernel_objects + (config.rule_object,))
     n_kernels = config.n_kernels

@@ -213,16 +213,23 @@ def read_metadata(path: pathlib.Path = METADATA_PATH) -> dict:
 
 def _network_template(metadata: dict) -> DGMNetwork:
     architecture = metadata["architecture"]
-    problem = ou_problem(metadata["problem"]["training_margin"], jnp.dtype(architecture["dtype"]))
-    return DGMNetwork(
-        problem,
-        architecture["width"],
-        architecture["depth"],
-        key=jax.random.key(0),
-        dtype=jnp.dtype(architecture["dtype"]),
-        output_scale=architecture["output_scale"],
-        output_shift=architecture["output_shift"],
-    )
+
+    def build():
+        problem = ou_problem(metadata["problem"]["training_margin"], jnp.dtype(architecture["dtype"]))
+        return DGMNetwork(
+            problem,
+            architecture["width"],
+            architecture["depth"],
+            key=jax.random.key(0),
+            dtype=jnp.dtype(architecture["dtype"]),
+            output_scale=architecture["output_scale"],
+            output_shift=architecture["output_shift"],
+        )
+
+    # Only the structure is needed (the leaves are read from the file): built
+    # abstractly, so no random initialisation runs op by op (that compiled
+    # ~130 tiny programs, seconds of every fresh process's first config).
+    return eqx.filter_eval_shape(build)
 
 
 @functools.lru_cache(maxsize=4)
@@ -444,7 +451,8 @@ class DGMKernel(AbstractKernel):
             entropy_grid=entropy_grid,
             time_nodes=nodes,
             time_weights=weights,
-            terminal_entropy=vasicek_entropy(entropy_grid[:, 0]),
+            # One compiled program, not a few hundred eager ops (a fresh process's start-up).
+            terminal_entropy=jax.jit(vasicek_entropy)(entropy_grid[:, 0]),
         )
 
     def init(self, params, dtype) -> EmptyState:

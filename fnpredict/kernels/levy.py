@@ -47,6 +47,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Real
 
 from ..config import PredictorConfig
+from ..sorting import sort
 from .base import AbstractKernel, EmptyState, Forecast, History
 
 __all__ = ["LevyKernel", "LevyInfo", "StableEstimate", "estimate_stable", "sample_stable"]
@@ -376,7 +377,7 @@ def estimate_stable(
     n_valid = jnp.sum(mask).astype(jnp.int32)
     # Masked entries sort to the end (+inf), then are zeroed so nothing below
     # can turn an inf into a NaN; the quantiles only read the first n_valid.
-    ordered = jnp.sort(jnp.where(mask, increments, jnp.inf))
+    ordered = sort(jnp.where(mask, increments, jnp.inf))
     ordered = jnp.where(jnp.arange(ordered.shape[0], dtype=jnp.asarray(n_valid).dtype) < n_valid, ordered, 0.0)
     probs = jnp.asarray([0.05, 0.25, 0.5, 0.75, 0.95], dtype)
     q05, q25, q50, q75, q95 = _sorted_quantile(ordered, n_valid, probs)
@@ -481,7 +482,9 @@ class LevyKernel(AbstractKernel):
             key, estimate.stability, estimate.skewness, gamma, estimate.location,
             (self.n_paths,), parameterization="S0", dtype=history.values.dtype,
         )
-        return jnp.sort(draws)
+        # A bitonic network, not jnp.sort: same values, 3-4x faster under vmap
+        # (XLA's CPU sort does not vectorise across lanes; fnpredict.sorting).
+        return sort(draws)
 
     def step(
         self, state: EmptyState, history: History, params, key: PRNGKeyArray

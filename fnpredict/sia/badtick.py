@@ -54,6 +54,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from ..sorting import sort
+
 __all__ = [
     "BadTickState", "BadTickDecision", "badtick_init", "badtick_update", "mad_scale",
     "ACCEPT", "HOLD", "CONFIRM", "DISCARD", "REJECT", "CONFIRM_HOLD",
@@ -123,7 +125,7 @@ def mad_scale(increments: Float[Array, " buffer"], mask: Bool[Array, " buffer"])
     safe = jnp.where(mask & jnp.isfinite(increments), increments, 0.0)
 
     def masked_median(values):
-        ordered = jnp.sort(jnp.where(mask, values, jnp.inf))
+        ordered = sort(jnp.where(mask, values, jnp.inf))  # jnp.sort's result, vmap-fast
         lower = jnp.maximum((count - 1) // 2, 0)
         upper = jnp.maximum(count // 2, 0)
         return 0.5 * (ordered[lower] + ordered[upper])

@@ -65,6 +65,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from ..sorting import sort
+
 __all__ = [
     "EntropyInfo",
     "collapse_check",
@@ -112,7 +114,8 @@ def vasicek_entropy(samples: Float[Array, " points"], spacing: int | None = None
     m = int(np.floor(np.sqrt(n) + 0.5)) if spacing is None else int(spacing)
     if not 1 <= m < n:
         raise ValueError(f"spacing must lie in [1, {n - 1}], got {m}")
-    ordered = jnp.sort(samples)
+    # A sorting network: jnp.sort's result, vectorised across vmap lanes (fnpredict.sorting).
+    ordered = sort(samples)
     index = np.arange(n)
     gaps = ordered[np.minimum(index + m, n - 1)] - ordered[np.maximum(index - m, 0)]
     # Ebrahimi's c_i: how many of the 2m neighbours exist, in units of m.
