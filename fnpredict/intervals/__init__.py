@@ -9,7 +9,7 @@
 * :mod:`.layer`: the step the engine calls (state in the ``PredictorState``).
 """
 
-from .conformal import aci_update, rearrange
+from .conformal import aci_update, reading_levels, rearrange
 from .laws import AbstractLaw, EmpiricalLaw, NormalMixtureLaw, StudentTLaw, jump_diffusion_law
 from .layer import IntervalInfo, IntervalState, interval_init, interval_update
 from .mixture import mixture_cdf, mixture_quantiles
@@ -20,6 +20,6 @@ DEFAULT_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 __all__ = [
     "AbstractLaw", "EmpiricalLaw", "NormalMixtureLaw", "StudentTLaw", "jump_diffusion_law",
-    "mixture_cdf", "mixture_quantiles", "aci_update", "rearrange",
+    "mixture_cdf", "mixture_quantiles", "aci_update", "reading_levels", "rearrange",
     "IntervalInfo", "IntervalState", "interval_init", "interval_update", "DEFAULT_LEVELS",
 ]

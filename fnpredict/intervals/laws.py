@@ -63,9 +63,12 @@ def scale_floor(level: Float[Array, ""]) -> Float[Array, ""]:
 
 def student_t4_cdf(t: Float[Array, "*probs"]) -> Float[Array, "*probs"]:
     """CDF of the standard Student-t with 4 degrees of freedom (closed form, module docstring)."""
-    # u = t/sqrt(4 + t²) stays in (-1, 1) for any t (no overflow at 1e300);
-    # with it t/sqrt(1 + t²/4) = 2u and t²/(1 + t²/4)/12 = u²/3.
-    u = t / jnp.sqrt(4.0 + jnp.minimum(t * t, jnp.finfo(t.dtype).max / 4.0))
+    # u = t/sqrt(4 + t²) in (-1, 1); with it t/sqrt(1 + t²/4) = 2u and
+    # t²/(1 + t²/4)/12 = u²/3. For |t| > 1 written as sign(t)/sqrt(1 + 4/t²),
+    # so that t² cannot overflow (t = 1e200 gives u = 1, not inf/inf).
+    large = jnp.abs(t) > 1.0
+    safe = jnp.where(large, t, 1.0)
+    u = jnp.where(large, jnp.sign(t) / jnp.sqrt(1.0 + 4.0 / (safe * safe)), t / jnp.sqrt(4.0 + t * t))
     return 0.5 + 0.75 * u * (1.0 - u * u / 3.0)
 
 

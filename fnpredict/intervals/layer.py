@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from .conformal import aci_update, rearrange
+from .conformal import aci_update, reading_levels, rearrange
 from .laws import StudentTLaw, scale_floor
 from .mixture import mixture_quantiles
 
@@ -71,7 +71,8 @@ class IntervalInfo(eqx.Module):
     Attributes:
         raw_quantiles: (L,) the uncalibrated mixture's quantiles at the nominal
             levels (the layer without ACI), for y_{t+1}.
-        working_levels: (L,) the ACI levels the calibrated quantiles were read at.
+        working_levels: (L,) the ACI working levels p̃ (the law is read at
+            them clipped to [1e-4, 1 - 1e-4]).
         hits: (L,) 1{y_t <= q_{t-1}} for the quantiles issued last step; NaN
             when y_t is missing or nothing was issued.
         kernel_scales: (K,) each kernel's residual scale (its Student-t scale).
@@ -174,7 +175,7 @@ def interval_update(
     law_weights = jnp.stack(law_weights).astype(dtype)
 
     # 3. Both sets of levels in one root find.
-    both = mixture_quantiles(tuple(laws), law_weights, jnp.concatenate([nominal, working]), iterations)
+    both = mixture_quantiles(tuple(laws), law_weights, jnp.concatenate([nominal, reading_levels(working)]), iterations)
     n_levels = len(levels)
     raw = rearrange(both[:n_levels])
     calibrated = rearrange(both[n_levels:])
