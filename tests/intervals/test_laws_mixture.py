@@ -90,8 +90,8 @@ def _fit(**values):
 def test_jump_diffusion_law_is_exact_without_reversion():
     # κ = 0: y_{t+1} = y_t + b + σW_1 + Σ_{i<=N} Y_i, a Poisson mixture of normals in closed form.
     lam, mu, sj, sigma, b, last = 0.3, -0.02, 0.04, 0.01, 0.001, 2.0
-    law = jump_diffusion_law(_fit(intensity=lam, jump_mean=mu, jump_std=sj, volatility=sigma, drift=b), jnp.asarray(last),
-                             max_jumps=12)
+    fit = _fit(intensity=lam, jump_mean=mu, jump_std=sj, volatility=sigma, drift=b)
+    law = jump_diffusion_law(fit, jnp.asarray(last), max_jumps=12)
     x = np.linspace(1.7, 2.2, 301)
     n = np.arange(40)
     pmf = scipy.stats.poisson.pmf(n, lam)
