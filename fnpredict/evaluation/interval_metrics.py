@@ -60,7 +60,7 @@ def var_windows(exceptions: np.ndarray, window: int = BASEL_WINDOW) -> dict:
     n = len(exceptions)
     if n < window:
         return {"rolling_windows": 0, "rolling_green": math.nan, "rolling_yellow": math.nan,
-                "rolling_red": math.nan, "blocks": [], "max_exceptions": math.nan}
+                "rolling_red": math.nan, "blocks": [], "blocks_green": math.nan, "max_exceptions": math.nan}
     cumulative = np.concatenate([[0], np.cumsum(exceptions)])
     rolling = cumulative[window:] - cumulative[:-window]
     blocks = [int(exceptions[i:i + window].sum()) for i in range(0, n - window + 1, window)]
