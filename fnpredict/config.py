@@ -118,6 +118,10 @@ class PredictorConfig:
             quantile root find (16 reach float64 round-off on the built-in
             laws from the component bracket, even with one kernel 100 scales
             away from the others; 12 left a CDF error of 8e-4 there).
+        interval_weights: the weights of the interval mixture: ``"pinball"``
+            (default; learnt from each kernel's own pinball loss, see
+            :mod:`fnpredict.intervals.layer`) or ``"ensemble"`` (the point
+            forecast's weights).
     """
 
     buffer_size: int = 128
@@ -148,6 +152,7 @@ class PredictorConfig:
     imex_tol: float = 1e-10
     quantile_levels: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
     quantile_iterations: int = 16
+    interval_weights: str = "pinball"
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
@@ -213,6 +218,8 @@ class PredictorConfig:
         if any(not (0.0 < v < 1.0) for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
             _fail("quantile_levels", f"need strictly increasing levels in (0, 1), got {levels}")
         positive_int("quantile_iterations", 1)
+        if self.interval_weights not in ("pinball", "ensemble"):
+            _fail("interval_weights", f"must be 'pinball' or 'ensemble', got {self.interval_weights!r}")
         # Components last: building them reads the settings validated above.
         from .components import resolve_components
 
@@ -349,6 +356,9 @@ _HYPERPARAMETER_SPEC: dict[str, tuple] = {
     "page_k": (0.35, 0.0, math.inf, False, True, "signed (Page) CUSUM reference value (half the shift)", False),
     "interval_learning_rate": (0.005, 0.0, 1.0, True, True, "ACI step size of the quantiles' working levels", False),
     "interval_scale_rate": (0.06, 0.0, 1.0, True, False, "EMA rate of each kernel's absolute error", False),
+    "interval_weight_learning_rate": (1.0, 0.0, math.inf, False, True,
+                                      "eta of the interval mixture's pinball weights", False),
+    "interval_weight_forgetting": (0.99, 0.0, 1.0, False, False, "discount of the pinball weights' losses", False),
 }
 
 
@@ -410,6 +420,8 @@ class Hyperparams(eqx.Module):
     page_k: Float[Array, "..."]
     interval_learning_rate: Float[Array, "..."]
     interval_scale_rate: Float[Array, "..."]
+    interval_weight_learning_rate: Float[Array, "..."]
+    interval_weight_forgetting: Float[Array, "..."]
     components: dict
 
     SPEC: ClassVar[dict] = _HYPERPARAMETER_SPEC

@@ -259,6 +259,7 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
             state.intervals, config.quantile_levels, history, target, error_valid,
             state.kernel_predictions, kernel_predictions, tuple(law for _, _, _, law in kernel_steps),
             weights, hp.interval_learning_rate, hp.interval_scale_rate, config.quantile_iterations,
+            config.interval_weights, hp.interval_weight_learning_rate, hp.interval_weight_forgetting,
         )
 
     # 9. Carry, then telemetry.

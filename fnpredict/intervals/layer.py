@@ -16,10 +16,24 @@ Per step, for one asset, with L = ``len(config.quantile_levels)`` and K kernels:
    this step, gets the location-scale Student-t (ν = 4) at its forecast with
    its residual scale (for ν = 4 the scale is E|y - loc|, so the mean
    absolute error is the scale itself). Third-party kernels need nothing.
-3. **Mixture quantiles** at 2L levels in one root find: the nominal levels
+3. **Mixture weights.** With ``config.interval_weights == "ensemble"`` the
+   point forecast's weights ρ. With ``"pinball"`` (the default) weights
+   learnt for the quantiles themselves, as in CRPS learning (Berrisch & Ziel,
+   "CRPS learning", J. Econometrics 2023): each kernel's own law is scored
+   by its mean pinball loss over the nominal levels, in units of the mean
+   residual scale, and the weights are an exponentially weighted softmin of
+   the discounted losses,
+
+   .. math:: w_{t,k} \propto \exp\bigl(-\eta \textstyle\sum_{s \le t} \lambda^{t-s} \ell_{s,k}\bigr),
+
+   η = ``interval_weight_learning_rate``, λ = ``interval_weight_forgetting``.
+   The point weights minimise squared error, which on heavy-tailed data
+   favours whichever kernel missed the last jump least; the pinball loss is
+   the quantiles' own proper score.
+4. **Mixture quantiles** at 2L levels in one root find: the nominal levels
    (the uncalibrated mixture, reported as ``raw_quantiles``, the baseline)
    and the ACI working levels.
-4. **ACI**: before 3, the working levels move by the outcome y_t against the
+5. **ACI**: before 4, the working levels move by the outcome y_t against the
    quantiles issued at t-1 (:func:`~fnpredict.intervals.conformal.aci_update`,
    rate γ = ``interval_learning_rate``); after 3 the calibrated quantiles
    are rearranged to be monotone.
@@ -56,6 +70,10 @@ class IntervalState(eqx.Module):
         working_levels: (L,) ACI working levels p̃ (start at the nominal levels).
         quantiles: (L,) the calibrated quantiles issued at the last step (for y_{t+1}).
         issued: whether ``quantiles`` were issued from a real forecast.
+        kernel_quantiles: (K, L) each kernel's own quantiles at the nominal
+            levels, issued at the last step (scored by the pinball weights).
+        pinball_loss: (K,) the discounted sum of each kernel's normalised
+            pinball losses (the pinball weights' input).
     """
 
     abs_error: Float[Array, " kernels"]
@@ -63,6 +81,8 @@ class IntervalState(eqx.Module):
     working_levels: Float[Array, " probs"]
     quantiles: Float[Array, " probs"]
     issued: Bool[Array, ""]
+    kernel_quantiles: Float[Array, "kernels probs"]
+    pinball_loss: Float[Array, " kernels"]
 
 
 class IntervalInfo(eqx.Module):
@@ -77,6 +97,8 @@ class IntervalInfo(eqx.Module):
             when y_t is missing or nothing was issued.
         kernel_scales: (K,) each kernel's residual scale (its Student-t scale).
         own_law: (K,) True where the kernel's own law was used this step.
+        mixture_weights: (K,) the weights of the mixture this step (the
+            ensemble weights, or the pinball weights).
     """
 
     raw_quantiles: Float[Array, " probs"]
@@ -84,6 +106,7 @@ class IntervalInfo(eqx.Module):
     hits: Float[Array, " probs"]
     kernel_scales: Float[Array, " kernels"]
     own_law: Bool[Array, " kernels"]
+    mixture_weights: Float[Array, " kernels"]
 
 
 def interval_init(n_kernels: int, levels: tuple[float, ...], dtype) -> IntervalState:
@@ -95,6 +118,8 @@ def interval_init(n_kernels: int, levels: tuple[float, ...], dtype) -> IntervalS
         working_levels=nominal,
         quantiles=jnp.zeros_like(nominal),
         issued=jnp.zeros((), bool),
+        kernel_quantiles=jnp.zeros((n_kernels, len(levels)), dtype),
+        pinball_loss=jnp.zeros((n_kernels,), dtype),
     )
 
 
@@ -120,6 +145,9 @@ def interval_update(
     learning_rate: Float[Array, ""],
     scale_rate: Float[Array, ""],
     iterations: int,
+    weighting: str = "pinball",
+    weight_learning_rate: Float[Array, ""] | float = 1.0,
+    weight_forgetting: Float[Array, ""] | float = 0.99,
 ) -> tuple[IntervalState, Float[Array, " probs"], IntervalInfo]:
     """One step of the layer (module docstring): returns ``(state, quantiles, info)``.
 
@@ -136,6 +164,9 @@ def interval_update(
         learning_rate: ACI γ.
         scale_rate: the residual scales' EWMA rate a.
         iterations: root-find iterations (static).
+        weighting: ``"pinball"`` or ``"ensemble"`` (static; module docstring).
+        weight_learning_rate: η of the pinball weights.
+        weight_forgetting: λ of the pinball weights.
     """
     dtype = predictions.dtype
     nominal = jnp.asarray(levels, dtype)
@@ -157,20 +188,34 @@ def interval_update(
         state.working_levels, nominal, state.quantiles, target, error_valid & state.issued, learning_rate
     )
 
-    # 2. One law per kernel; an own law enters with weight ρ_k·valid, the
-    # Student-t fallback with ρ_k·(1 - valid), so the choice is data.
+    # 2. One law per kernel; an own law enters with weight w_k·valid, the
+    # Student-t fallback with w_k·(1 - valid), so the choice is data.
+    pinball_loss, kernel_quantiles = state.pinball_loss, state.kernel_quantiles
+    if weighting == "pinball":
+        # 3. Score each kernel's last quantiles on y_t, then its quantiles for y_{t+1}.
+        u = target - state.kernel_quantiles
+        losses = jnp.mean(u * (nominal - (u < 0.0).astype(dtype)), axis=1) / jnp.mean(scales)
+        pinball_loss = jnp.where(error_valid & state.issued, weight_forgetting * state.pinball_loss + losses,
+                                 state.pinball_loss)
+        kernel_quantiles = jnp.stack([_own_quantiles(entry, predictions[k], scales[k], nominal)
+                                      for k, entry in enumerate(own_laws)])
+        logits = -weight_learning_rate * (pinball_loss - jnp.min(pinball_loss))
+        mixture_weights = jax.nn.softmax(logits).astype(dtype)
+        mixture_weights = jnp.where(jnp.all(jnp.isfinite(mixture_weights)), mixture_weights, weights)
+    else:
+        mixture_weights = weights
     laws, law_weights, own = [], [], []
     for k, entry in enumerate(own_laws):
         fallback = StudentTLaw(loc=predictions[k], scale=scales[k])
         if entry is None:
             laws.append(fallback)
-            law_weights.append(weights[k])
+            law_weights.append(mixture_weights[k])
             own.append(jnp.zeros((), bool))
             continue
         law, valid = entry
         valid = jnp.asarray(valid, bool)
         laws += [law, fallback]
-        law_weights += [jnp.where(valid, weights[k], 0.0), jnp.where(valid, 0.0, weights[k])]
+        law_weights += [jnp.where(valid, mixture_weights[k], 0.0), jnp.where(valid, 0.0, mixture_weights[k])]
         own.append(valid)
     law_weights = jnp.stack(law_weights).astype(dtype)
 
@@ -191,6 +236,8 @@ def interval_update(
         working_levels=working,
         quantiles=calibrated,
         issued=history.count > 0,
+        kernel_quantiles=kernel_quantiles,
+        pinball_loss=pinball_loss,
     )
     info = IntervalInfo(
         raw_quantiles=jax.lax.stop_gradient(raw),
@@ -198,5 +245,25 @@ def interval_update(
         hits=hits,
         kernel_scales=scales,
         own_law=jnp.stack(own),
+        mixture_weights=mixture_weights,
     )
     return new_state, calibrated, info
+
+
+#: Root-find iterations for one kernel's own mixture law (kernel C's jump
+#: mixture): its bracket is one law's components, narrower than the
+#: ensemble's, and its quantiles only weight the kernels.
+_OWN_ITERATIONS = 10
+
+
+def _own_quantiles(entry, prediction, scale, nominal):
+    """One kernel's quantiles at the nominal levels: its own law's when valid, else its Student-t's."""
+    fallback = StudentTLaw(loc=prediction, scale=scale).quantile(nominal)
+    if entry is None:
+        return fallback
+    law, valid = entry
+    if hasattr(law, "quantile"):
+        own = law.quantile(nominal)
+    else:
+        own = mixture_quantiles((law,), jnp.ones((1,), nominal.dtype), nominal, _OWN_ITERATIONS)
+    return jnp.where(jnp.asarray(valid, bool) & jnp.all(jnp.isfinite(own)), own, fallback)

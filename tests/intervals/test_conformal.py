@@ -78,3 +78,28 @@ def test_aci_does_not_move_on_invalid_steps():
     moved, hits = aci_update(working, LEVELS, jnp.zeros(7), jnp.asarray(1.0), jnp.asarray(False), jnp.asarray(0.1))
     np.testing.assert_array_equal(np.asarray(moved), np.asarray(working))
     assert np.all(np.isnan(np.asarray(hits)))
+
+
+def test_pinball_weights_move_to_the_better_law():
+    """Two kernels with Student-t laws, one centred on the truth and one 2 sd off: the
+    interval mixture's pinball weights go to the first, the ensemble weights stay put."""
+    from fnpredict.intervals import interval_init, interval_update
+    from fnpredict.kernels import History
+
+    levels = tuple(float(p) for p in LEVELS)
+    rng = np.random.default_rng(3)
+    outcomes = jnp.asarray(rng.standard_normal(400))
+    predictions = jnp.asarray([0.0, 2.0])
+    weights = jnp.asarray([0.5, 0.5])
+
+    def body(carry, y):
+        state, history = carry
+        history = history.push(y[None])
+        state, quantiles, info = interval_update(
+            state, levels, history, y, jnp.asarray(True), predictions, predictions, (None, None), weights,
+            jnp.asarray(GAMMA), jnp.asarray(0.06), 16, "pinball", jnp.asarray(1.0), jnp.asarray(0.99))
+        return (state, history), info.mixture_weights
+
+    start = (interval_init(2, levels, jnp.float64), History.empty(64))
+    _, mixture_weights = jax.lax.scan(body, start, outcomes)
+    assert float(mixture_weights[-1, 0]) > 0.99, np.asarray(mixture_weights[-1])
