@@ -79,7 +79,8 @@ def student_t4_quantile(p: Float[Array, "*probs"]) -> Float[Array, "*probs"]:
     p = jnp.clip(p, tiny, 1.0 - jnp.finfo(dtype).epsneg)
     a = jnp.maximum(4.0 * p * (1.0 - p), tiny)
     root = jnp.sqrt(a)
-    inner = jnp.maximum(jnp.cos(jnp.arccos(jnp.minimum(root, 1.0)) / 3.0) / root - 1.0, 0.0)
+    # Floored at tiny, not 0: sqrt has an infinite derivative at 0 (p = 1/2).
+    inner = jnp.maximum(jnp.cos(jnp.arccos(jnp.minimum(root, 1.0)) / 3.0) / root - 1.0, tiny)
     return jnp.sign(p - 0.5) * 2.0 * jnp.sqrt(inner)
 
 
