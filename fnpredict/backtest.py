@@ -35,6 +35,9 @@ class BacktestResult:
         prediction: ``(time,)`` forecast made at step t of obs t+1.
         kernel_predictions: ``(time, kernels)``.
         weights: ``(time, kernels)``.
+        quantiles: ``(time, levels)`` calibrated quantiles made at step t of
+            obs t+1 (``(time, 0)`` with intervals off).
+        quantile_levels: ``(levels,)`` their nominal levels.
         telemetry: field name -> ``(time,)`` or ``(time, kernels)`` array.
         kernel_names: the enabled kernels, in column order.
         final_state: the state after the last step.
@@ -47,6 +50,8 @@ class BacktestResult:
     prediction: np.ndarray
     kernel_predictions: np.ndarray
     weights: np.ndarray
+    quantiles: np.ndarray
+    quantile_levels: np.ndarray
     telemetry: dict
     kernel_names: tuple[str, ...]
     final_state: PredictorState
@@ -114,6 +119,8 @@ def run_backtest(
         prediction=np.asarray(stacked.prediction),
         kernel_predictions=np.asarray(stacked.kernel_predictions),
         weights=np.asarray(stacked.weights),
+        quantiles=np.asarray(stacked.quantiles),
+        quantile_levels=np.asarray(config.quantile_levels, dtype=np.float64),
         telemetry=telemetry,
         kernel_names=config.kernel_names,
         final_state=state,
@@ -169,7 +176,44 @@ def summarize(result: BacktestResult, warmup: int | None = None) -> dict:
         "huber_steps": int(np.sum(telemetry["loss_type"] == 1)),
     }
     final_weights = {name: float(result.weights[-1, i]) for i, name in enumerate(result.kernel_names)}
-    return {"accuracy": rows, "counts": counts, "final_weights": final_weights, "hyperparams": result.hyperparams}
+    out = {"accuracy": rows, "counts": counts, "final_weights": final_weights, "hyperparams": result.hyperparams}
+    if result.quantiles.shape[1]:
+        out["intervals"] = summarize_intervals(result, warmup)
+    return out
+
+
+#: Windows (days) of the rolling-σ Gaussian interval baselines.
+BASELINE_WINDOWS = (20, 250)
+
+
+def interval_forecasters(result: BacktestResult) -> dict:
+    """Quantiles ``(time, levels)`` of fnpredict, the uncalibrated mixture and the rolling-σ baselines."""
+    from .evaluation.interval_metrics import rolling_gaussian_quantiles
+
+    levels = result.quantile_levels
+    out = {"fnpredict": result.quantiles}
+    raw = [result.telemetry.get("intervals.raw_quantiles")]
+    if raw[0] is not None:
+        out["uncalibrated_mixture"] = raw[0]
+    for window in BASELINE_WINDOWS:
+        out[f"rolling_gaussian_{window}"] = rolling_gaussian_quantiles(result.obs, levels, window)
+    return out
+
+
+def summarize_intervals(result: BacktestResult, warmup: int) -> dict:
+    """Coverage per level, central coverage and width, pinball loss and 99 % VaR windows, per forecaster.
+
+    Every forecaster is scored on the same steps (from ``warmup`` on, where
+    all of them are finite); see :mod:`fnpredict.evaluation.interval_metrics`.
+    """
+    from .evaluation.interval_metrics import score_quantiles
+
+    forecasters = interval_forecasters(result)
+    common = np.all([np.all(np.isfinite(q[:-1]), axis=1) for q in forecasters.values()], axis=0)
+    labels = result.labels if all(len(label) >= 4 and label[:4].isdigit() for label in result.labels[:1]) else None
+    scores = {name: score_quantiles(result.obs, q, result.quantile_levels, warmup, labels, mask=common)
+              for name, q in forecasters.items()}
+    return {"levels": [float(p) for p in result.quantile_levels], "forecasters": scores}
 
 
 def _forward_fill(values: np.ndarray) -> np.ndarray:
@@ -200,6 +244,31 @@ def format_summary(summary: dict) -> str:
     lines.append(
         "final weights: " + ", ".join(f"{k}={v:.3f}" for k, v in summary["final_weights"].items())
     )
+    if "intervals" in summary:
+        lines += ["", format_intervals(summary["intervals"])]
+    return "\n".join(lines)
+
+
+def format_intervals(intervals: dict) -> str:
+    """A plain-text table of :func:`summarize_intervals`'s result."""
+    lines = [
+        f"{'intervals':<24}{'cov90':>8}{'width90':>10}{'pinball':>12}{'VaR exc':>9}{'green':>7}{'n':>7}",
+        "-" * 77,
+    ]
+    for name, s in intervals["forecasters"].items():
+        if not s.get("n"):
+            continue
+        central = s.get("central", {}).get("90", {"coverage": math.nan, "width": math.nan})
+        var = s.get("var", {"exception_rate": math.nan, "rolling_green": math.nan})
+        lines.append(f"{name:<24}{central['coverage']:>8.4f}{central['width']:>10.5f}{s['pinball']:>12.7f}"
+                     f"{var['exception_rate']:>9.4f}{var['rolling_green']:>7.3f}{s['n']:>7d}")
+    ours = intervals["forecasters"].get("fnpredict", {})
+    if ours.get("coverage"):
+        lines.append("fnpredict coverage per level: "
+                     + ", ".join(f"{p}: {v:.4f}" for p, v in ours["coverage"].items()))
+    by_year = ours.get("central", {}).get("90", {}).get("by_year")
+    if by_year:
+        lines.append("fnpredict 90% coverage per year: " + ", ".join(f"{y}: {v:.3f}" for y, v in by_year.items()))
     return "\n".join(lines)
 
 
@@ -226,9 +295,10 @@ def telemetry_columns(result: BacktestResult) -> list[tuple[str, str, int | None
 
 
 def write_predictions_csv(path: str | os.PathLike, result: BacktestResult) -> None:
-    """``date, obs, prediction, pred_<kernel>…, weight_<kernel>…, telemetry…`` per step.
+    """``date, obs, prediction, pred_<kernel>…, weight_<kernel>…, q_<level>…, telemetry…`` per step.
 
-    ``prediction`` on row t is the forecast of row t+1's ``obs``. The
+    ``prediction`` and the quantile columns ``q_<level>`` on row t are
+    forecasts of row t+1's ``obs``. The
     telemetry columns are every leaf of the telemetry tree
     (:func:`telemetry_columns`), components' infos included.
     """
@@ -238,6 +308,7 @@ def write_predictions_csv(path: str | os.PathLike, result: BacktestResult) -> No
         ["date", "obs", "prediction"]
         + [f"pred_{n}" for n in names]
         + [f"weight_{n}" for n in names]
+        + [f"q_{p:g}" for p in result.quantile_levels]
         + [column for column, _, _ in columns]
     )
     telemetry = result.telemetry
@@ -249,6 +320,7 @@ def write_predictions_csv(path: str | os.PathLike, result: BacktestResult) -> No
             row = [label, repr(float(result.obs[t])), repr(float(result.prediction[t]))]
             row += [repr(float(v)) for v in result.kernel_predictions[t]]
             row += [repr(float(v)) for v in result.weights[t]]
+            row += [repr(float(v)) for v in result.quantiles[t]]
             for _, field, index in columns:
                 value = telemetry[field][t] if index is None else telemetry[field][t, index]
                 integral = value.dtype == bool or np.issubdtype(value.dtype, np.integer)
@@ -259,4 +331,5 @@ def write_predictions_csv(path: str | os.PathLike, result: BacktestResult) -> No
 
 __all__ = [
     "BacktestResult", "run_backtest", "summarize", "format_summary", "write_predictions_csv", "telemetry_columns",
+    "summarize_intervals", "format_intervals", "interval_forecasters", "BASELINE_WINDOWS",
 ]

@@ -119,6 +119,18 @@ class PredictorConfig:
             one-step problem is linear and converges at the 2nd evaluation; under
             vmap every slot runs, so a larger cap only costs time).
         imex_tol: tolerance of the Anderson fixed point.
+        quantile_levels: levels of the predictive quantiles every step reports
+            (strictly increasing, in (0, 1)); ``()`` turns the interval layer
+            off (:mod:`fnpredict.intervals`). Default: 1, 5, 25, 50, 75, 95
+            and 99 %.
+        quantile_iterations: fixed Chandrupatla iterations of the mixture
+            quantile root find (16 reach float64 round-off on the built-in
+            laws from the component bracket, even with one kernel 100 scales
+            away from the others; 12 left a CDF error of 8e-4 there).
+        interval_weights: the weights of the interval mixture: ``"pinball"``
+            (default; learnt from each kernel's own pinball loss, see
+            :mod:`fnpredict.intervals.layer`) or ``"ensemble"`` (the point
+            forecast's weights).
     """
 
     buffer_size: int = 128
@@ -148,6 +160,9 @@ class PredictorConfig:
     imex_steps: int = 2
     imex_max_iter: int = 4
     imex_tol: float = 1e-10
+    quantile_levels: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+    quantile_iterations: int = 16
+    interval_weights: str = "pinball"
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
@@ -212,6 +227,13 @@ class PredictorConfig:
         positive_int("imex_max_iter", 1)
         if not (isinstance(self.imex_tol, (float, int)) and 0 < self.imex_tol < 1):
             _fail("imex_tol", f"must be in (0, 1), got {self.imex_tol!r}")
+        levels = tuple(float(v) for v in self.quantile_levels)
+        object.__setattr__(self, "quantile_levels", levels)
+        if any(not (0.0 < v < 1.0) for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
+            _fail("quantile_levels", f"need strictly increasing levels in (0, 1), got {levels}")
+        positive_int("quantile_iterations", 1)
+        if self.interval_weights not in ("pinball", "ensemble"):
+            _fail("interval_weights", f"must be 'pinball' or 'ensemble', got {self.interval_weights!r}")
         # Components last: building them reads the settings validated above.
         from .components import resolve_components
 
@@ -270,6 +292,11 @@ class PredictorConfig:
         out["guards"] = [g.name for g in self._guard_objects]
         out["components"] = repr(self._identity)
         return json.loads(json.dumps(out))
+
+    @property
+    def n_levels(self) -> int:
+        """L, the number of quantile levels (0: intervals off)."""
+        return len(self.quantile_levels)
 
     @property
     def n_kernels(self) -> int:
@@ -364,6 +391,11 @@ _HYPERPARAMETER_SPEC: dict[str, tuple] = {
     "bad_tick_threshold": (12.0, 0.0, math.inf, True, True, "bad-tick test, robust standard deviations", False),
     "page_h": (12.0, 0.0, math.inf, True, True, "signed (Page) CUSUM threshold, standardized units", False),
     "page_k": (0.35, 0.0, math.inf, False, True, "signed (Page) CUSUM reference value (half the shift)", False),
+    "interval_learning_rate": (0.005, 0.0, 1.0, True, True, "ACI step size of the quantiles' working levels", False),
+    "interval_scale_rate": (0.06, 0.0, 1.0, True, False, "EMA rate of each kernel's absolute error", False),
+    "interval_weight_learning_rate": (1.0, 0.0, math.inf, False, True,
+                                      "eta of the interval mixture's pinball weights", False),
+    "interval_weight_forgetting": (0.99, 0.0, 1.0, False, False, "discount of the pinball weights' losses", False),
 }
 
 
@@ -423,6 +455,10 @@ class Hyperparams(eqx.Module):
     bad_tick_threshold: Float[Array, "..."]
     page_h: Float[Array, "..."]
     page_k: Float[Array, "..."]
+    interval_learning_rate: Float[Array, "..."]
+    interval_scale_rate: Float[Array, "..."]
+    interval_weight_learning_rate: Float[Array, "..."]
+    interval_weight_forgetting: Float[Array, "..."]
     components: dict
 
     SPEC: ClassVar[dict] = _HYPERPARAMETER_SPEC

@@ -17,7 +17,9 @@ the order of DESIGN §2, for one asset:
 5. Hölder exponent h_min of the buffer (WTMM);
 6. each kernel learns from y_t and forecasts y_{t+1} (one call per kernel);
 7. the weight rule proposes weights, the guards may override them;
-8. prediction = weights · kernel forecasts;
+8. prediction = weights · kernel forecasts; the interval layer
+   (:mod:`fnpredict.intervals`) turns the kernels' laws and the weights into
+   calibrated quantiles of y_{t+1};
 9. a non-finite value never enters the carry; telemetry.
 
 Every branch is ``jnp.where`` / ``lax.select`` on data, so one compiled step
@@ -36,6 +38,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .config import Hyperparams, PredictorConfig
 from .guards import Decision, Signals
 from .input_filter import filter_init, filter_observation
+from .intervals import interval_init, interval_update
 from .kernels import History, NoInfo
 from .orchestrator import RuleInput
 from .orchestrator.losses import energy_gradient, linearized_losses
@@ -118,6 +121,7 @@ def _init_program(config: PredictorConfig, hyperparams: Hyperparams) -> Predicto
         ),
         rule_state=config.rule_object.init(n_kernels, hyperparams, dtype),
         guard_states=tuple(guard.init(n_kernels, dtype) for guard in config.guard_objects),
+        intervals=interval_init(n_kernels, config.quantile_levels, dtype),
     )
 
 
@@ -223,13 +227,16 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         kernel_history = eqx.tree_at(
             lambda h: h.count, history, jnp.minimum(history.count, jnp.maximum(since_alarm, config.regime_window))
         )
+    # (With intervals on, each kernel may also return its own predictive law.)
+    intervals_on = config.n_levels > 0
     kernel_steps = [
-        kernel.step(kernel_state, kernel_history, hp.component(kernel.name), kernel_key)
+        kernel.step_with_law(kernel_state, kernel_history, hp.component(kernel.name), kernel_key) if intervals_on
+        else (*kernel.step(kernel_state, kernel_history, hp.component(kernel.name), kernel_key), None)
         for kernel, kernel_state, kernel_key in zip(kernels, state.kernel_states, kernel_keys)
     ]
-    kernel_states = tuple(s for s, _, _ in kernel_steps)
-    forecasts = [f for _, f, _ in kernel_steps]
-    kernel_infos = tuple(i for _, _, i in kernel_steps)
+    kernel_states = tuple(s for s, _, _, _ in kernel_steps)
+    forecasts = [f for _, f, _, _ in kernel_steps]
+    kernel_infos = tuple(i for _, _, i, _ in kernel_steps)
     kernel_predictions = jnp.stack([f.value for f in forecasts])
 
     # 7. The rule proposes, the guards dispose (precedence: fnpredict.guards).
@@ -270,6 +277,15 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     weights = decision.weights
     prediction = jnp.dot(weights, kernel_predictions)
     prediction = jnp.where(jnp.isfinite(prediction), prediction, history.last)
+    intervals, interval_info = state.intervals, NoInfo()
+    quantiles = jnp.zeros((0,), dtype)
+    if intervals_on:
+        intervals, quantiles, interval_info = interval_update(
+            state.intervals, config.quantile_levels, history, target, error_valid,
+            state.kernel_predictions, kernel_predictions, tuple(law for _, _, _, law in kernel_steps),
+            weights, hp.interval_learning_rate, hp.interval_scale_rate, config.quantile_iterations,
+            config.interval_weights, hp.interval_weight_learning_rate, hp.interval_weight_forgetting,
+        )
 
     # 9. Carry, then telemetry.
     new_state, repaired = _keep_finite(
@@ -289,6 +305,7 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
             kernel_states=kernel_states,
             rule_state=rule_state,
             guard_states=tuple(guard_states),
+            intervals=intervals,
         ),
         state,
     )
@@ -340,11 +357,14 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         page=page_info,
         input_filter=filter_info if filter_info is not None else NoInfo(),
         regime_detector=(magnitude_alarm.astype(jnp.int32) + 2 * page_info.alarm.astype(jnp.int32)),
+        intervals=interval_info,
     )
     output = StepOutput(
         prediction=new_state.prediction,
         kernel_predictions=new_state.kernel_predictions,
         weights=new_state.weights,
+        quantiles=new_state.intervals.quantiles if intervals_on else quantiles,
+        quantile_levels=jnp.asarray(config.quantile_levels, dtype).reshape(config.n_levels),
         telemetry=telemetry,
     )
     return new_state, output

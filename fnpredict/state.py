@@ -37,6 +37,9 @@ class PredictorState(eqx.Module):
         guard_states: each guard's state, in order of application (the
             staleness counters, the breaker's emergency flag and calm streak,
             the collapse counter).
+        intervals: the interval layer's
+            :class:`~fnpredict.intervals.IntervalState` (residual scales, ACI
+            working levels, the last issued quantiles).
     """
 
     config: PredictorConfig = eqx.field(static=True)
@@ -54,6 +57,7 @@ class PredictorState(eqx.Module):
     kernel_states: tuple
     rule_state: eqx.Module
     guard_states: tuple
+    intervals: eqx.Module
 
     def guard_state(self, name: str) -> eqx.Module:
         """The state of the guard called ``name`` (``KeyError`` if it is off)."""

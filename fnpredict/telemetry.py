@@ -76,6 +76,10 @@ class Telemetry(eqx.Module):
         regime_detector: which detectors alarmed this step: 0 none, 1 the
             magnitude CUSUM, 2 the signed one, 3 both (whether or not the
             config lets it raise ``regime_change_detected``).
+        intervals: the interval layer's
+            :class:`~fnpredict.intervals.IntervalInfo` (uncalibrated mixture
+            quantiles, ACI working levels and hits, kernel residual scales);
+            empty when ``quantile_levels=()``.
     """
 
     holder_exponent: Float[Array, ""]
@@ -108,6 +112,7 @@ class Telemetry(eqx.Module):
     page: eqx.Module
     input_filter: eqx.Module
     regime_detector: Int[Array, ""]
+    intervals: eqx.Module
 
 
 class StepOutput(eqx.Module):
@@ -118,12 +123,20 @@ class StepOutput(eqx.Module):
             ŷ_{t+1} = Σ_k ρ_k f_k.
         kernel_predictions: each kernel's forecast f_k (K,).
         weights: ρ (K,), on the simplex.
+        quantiles: (L,) calibrated quantiles of the next observation's
+            channel 0 at ``quantile_levels``, non-decreasing in the level
+            (:mod:`fnpredict.intervals`); L = 0 when intervals are off.
+        quantile_levels: (L,) the nominal levels (the config's
+            ``quantile_levels``, repeated each step so outputs are
+            self-describing).
         telemetry: :class:`Telemetry`.
     """
 
     prediction: Float[Array, ""]
     kernel_predictions: Float[Array, " kernels"]
     weights: Float[Array, " kernels"]
+    quantiles: Float[Array, " probs"]
+    quantile_levels: Float[Array, " probs"]
     telemetry: Telemetry
 
 

@@ -27,8 +27,11 @@ def test_backtest_writes_csv_png_and_snapshot(backtest_dir):
     assert len(rows) == 400
     for column in ("date", "obs", "prediction", "pred_levy", "pred_signature", "weight_levy",
                    "weight_signature", "holder_exponent", "cusum_drift", "kurtosis", "emergency_mode",
-                   "regime_change_detected", "loss_type", "free_energy", "dgm_entropy"):
+                   "regime_change_detected", "loss_type", "free_energy", "dgm_entropy",
+                   "q_0.01", "q_0.05", "q_0.5", "q_0.95", "q_0.99", "intervals.raw_quantiles_0"):
         assert column in rows[0], column
+    quantiles = [float(rows[200][f"q_{p}"]) for p in ("0.01", "0.05", "0.25", "0.5", "0.75", "0.95", "0.99")]
+    assert quantiles == sorted(quantiles) and quantiles[0] < quantiles[-1]
     # --limit 400 keeps the last 400 rows of the bundled series, dates as labels.
     from fnpredict import data as fpdata
 
@@ -49,6 +52,12 @@ def test_backtest_json_summary(tmp_path, capsys):
     assert accuracy["random_walk"]["mae_ratio"] == pytest.approx(1.0)
     assert 0.5 < accuracy["ensemble"]["rmse_ratio"] < 1.5  # a sane forecaster of log prices
     assert summary["counts"]["steps"] == 300
+    intervals = summary["intervals"]["forecasters"]
+    assert set(intervals) == {"fnpredict", "uncalibrated_mixture", "rolling_gaussian_20", "rolling_gaussian_250"}
+    ours = intervals["fnpredict"]
+    assert set(ours["coverage"]) == {"0.01", "0.05", "0.25", "0.5", "0.75", "0.95", "0.99"}
+    assert 0.0 <= ours["central"]["90"]["coverage"] <= 1.0 and ours["pinball"] > 0
+    assert "exception_rate" in ours["var"]
 
 
 def test_backtest_on_a_user_csv_with_gaps(tmp_path, capsys):

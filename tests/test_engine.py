@@ -87,15 +87,17 @@ def test_predict_equals_python_loop_of_step(warm, parity_run):
     data, key, final, outputs = parity_run
     keys = jax.random.split(key, PARITY_STEPS)
     state = warm
-    predictions, weights = [], []
+    predictions, weights, quantiles = [], [], []
     for t in range(PARITY_STEPS):
         state, out = fp.step(state, data[t], keys[t])
         predictions.append(out.prediction)
         weights.append(out.weights)
+        quantiles.append(out.quantiles)
     # 1e-10: the scan body and the jitted step are the same program up to XLA
     # fusion choices; float64 round-off may differ in the last bits only.
     np.testing.assert_allclose(np.asarray(outputs.prediction), np.asarray(predictions), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(np.asarray(outputs.weights), np.asarray(weights), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(outputs.quantiles), np.asarray(quantiles), rtol=1e-10, atol=1e-10)
     _leaves_close(final, state, rtol=1e-10, atol=1e-10)
 
 
@@ -133,6 +135,8 @@ def test_vmap_over_assets_equals_loop(sp500):
         np.testing.assert_allclose(np.asarray(batched.prediction[asset]), np.asarray(single.prediction),
                                    rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(np.asarray(batched.weights[asset]), np.asarray(single.weights),
+                                   rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(batched.quantiles[asset]), np.asarray(single.quantiles),
                                    rtol=1e-10, atol=1e-10)
 
 
@@ -182,6 +186,7 @@ def test_bad_input_keeps_everything_finite(sp500):
     _all_finite(final)
     assert bool(jnp.all(jnp.isfinite(outs.prediction)))
     assert bool(jnp.all(jnp.isfinite(outs.weights)))
+    assert bool(jnp.all(jnp.isfinite(outs.quantiles))) and bool(jnp.all(jnp.diff(outs.quantiles, axis=1) >= 0))
     assert bool(outs.telemetry.observation_rejected[160]) and bool(outs.telemetry.observation_rejected[170])
     assert not bool(outs.telemetry.observation_rejected[150]) and bool(outs.telemetry.observation_missing[150])
     # A fully constant series from the start.

@@ -56,6 +56,36 @@ class LabResult:
         raise KeyError((variant, series))
 
 
+def interval_row(run: RunOutput, values: np.ndarray, levels, warmup: int) -> dict:
+    """The interval scores of one run, flat (NaN with intervals off): central 90 % coverage and
+    width, pinball loss (calibrated, uncalibrated mixture, rolling-σ Gaussian over 20 steps),
+    99 % VaR exception rate and share of green 250-step windows."""
+    from .interval_metrics import rolling_gaussian_quantiles, score_quantiles
+
+    nan = math.nan
+    out = {"coverage_90": nan, "width_90": nan, "pinball": nan, "pinball_uncalibrated": nan,
+           "pinball_gaussian_20": nan, "var_exception_rate": nan, "var_green": nan,
+           "pinball_ratio_gaussian": nan, "pinball_ratio_uncalibrated": nan}
+    if run.quantiles.ndim != 2 or run.quantiles.shape[1] == 0:
+        return out
+    target = values[:, 0] if values.ndim == 2 else values
+    baseline = rolling_gaussian_quantiles(target, levels, 20)
+    common = np.all([np.all(np.isfinite(q[:-1]), axis=1) for q in (run.quantiles, run.raw_quantiles, baseline)],
+                    axis=0)
+    ours = score_quantiles(target, run.quantiles, levels, warmup, mask=common)
+    if not ours.get("n"):
+        return out
+    central = ours["central"].get("90", {"coverage": nan, "width": nan})
+    var = ours.get("var", {"exception_rate": nan, "rolling_green": nan})
+    out.update(coverage_90=central["coverage"], width_90=central["width"], pinball=ours["pinball"],
+               pinball_uncalibrated=score_quantiles(target, run.raw_quantiles, levels, warmup, mask=common)["pinball"],
+               pinball_gaussian_20=score_quantiles(target, baseline, levels, warmup, mask=common)["pinball"],
+               var_exception_rate=var["exception_rate"], var_green=var["rolling_green"])
+    out["pinball_ratio_gaussian"] = out["pinball"] / out["pinball_gaussian_20"]
+    out["pinball_ratio_uncalibrated"] = out["pinball"] / out["pinball_uncalibrated"]
+    return out
+
+
 def family_means(rows: list) -> list:
     """Per variant × family means over the family's series (families with ≥ 2 series)."""
     buckets: dict[tuple, list] = {}
@@ -127,6 +157,7 @@ def evaluate(variants: list[Variant], series: list[EvalSeries], key: jax.Array |
                 "regime_alarms": int(np.sum(run.regime_change_detected[warmup:])),
             }
             row.update(metrics)
+            row.update(interval_row(run, s.values, v.config.quantile_levels, warmup))
             rows.append(row)
     return LabResult(rows, family_means(rows), runs, {s.name: s for s in series}, list(variants), warmup,
                      time.perf_counter() - started)

@@ -22,7 +22,13 @@ TABLE_COLUMNS = (
     ("/best k", "regret_ratio_best_kernel", ".4f"), ("/convex", "regret_ratio_convex", ".4f"),
     ("EWA/RW", "ewa_mse_ratio_rw", ".4f"), ("unif/RW", "uniform_mse_ratio_rw", ".4f"),
     ("/oracle", "mse_ratio_oracle", ".4f"), ("detect", "detection_rate", ".2f"),
-    ("delay", "mean_delay", ".1f"), ("FA/1k", "false_alarms_per_1000", ".2f"), ("s", "seconds", ".0f"),
+    ("delay", "mean_delay", ".1f"), ("FA/1k", "false_alarms_per_1000", ".2f"),
+    # Intervals (fnpredict.evaluation.lab.interval_row): central 90 % coverage,
+    # pinball relative to the rolling-σ Gaussian and to the uncalibrated
+    # mixture (below 1: fnpredict better), share of green 250-step VaR windows.
+    ("cov90", "coverage_90", ".3f"), ("pin/G20", "pinball_ratio_gaussian", ".4f"),
+    ("pin/raw", "pinball_ratio_uncalibrated", ".4f"), ("VaRgrn", "var_green", ".2f"),
+    ("s", "seconds", ".0f"),
 )
 
 

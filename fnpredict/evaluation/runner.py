@@ -34,12 +34,18 @@ class RunOutput:
         kernel_predictions: ``(time, K)``.
         regime_change_detected: ``(time,)`` the regime alarms.
         emergency_mode: ``(time,)`` circuit-breaker steps.
+        quantiles: ``(time, L)`` calibrated quantiles made at t of obs t+1
+            (L = 0 with intervals off).
+        raw_quantiles: ``(time, L)`` the uncalibrated mixture's quantiles
+            (``(time, 0)`` with intervals off).
     """
 
     prediction: np.ndarray
     kernel_predictions: np.ndarray
     regime_change_detected: np.ndarray
     emergency_mode: np.ndarray
+    quantiles: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    raw_quantiles: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -53,14 +59,17 @@ def run_population(config: PredictorConfig, hyperparams, data, key):
         key: the PRNG key; step t of every run gets ``jax.random.split(key, time)[t]``.
 
     Returns:
-        ``(prediction (V, S, T), kernel_predictions (V, S, T, K), regime (V, S, T), emergency (V, S, T))``.
+        ``(prediction (V, S, T), kernel_predictions (V, S, T, K), regime (V, S, T), emergency (V, S, T),
+        quantiles (V, S, T, L), raw_quantiles (V, S, T, L))``.
     """
     keys = jax.random.split(key, data.shape[-1])
 
     def one(hp, series):
         _, out = engine.scan(engine.init(config, None, hp), series, keys)
         telemetry = out.telemetry
-        return out.prediction, out.kernel_predictions, telemetry.regime_change_detected, telemetry.emergency_mode
+        raw = getattr(telemetry.intervals, "raw_quantiles", out.quantiles)
+        return (out.prediction, out.kernel_predictions, telemetry.regime_change_detected, telemetry.emergency_mode,
+                out.quantiles, raw)
 
     return jax.vmap(lambda hp: jax.vmap(lambda series: one(hp, series))(data))(hyperparams)
 
@@ -118,12 +127,13 @@ def run_variants(variants: list[Variant], series: list[EvalSeries], key: jax.Arr
             for batch in _batches(series, pad):
                 data = _stack(batch, np.dtype(config.dtype))
                 outputs = run_population(config, population, data, key)
-                prediction, kernels, regime, emergency = (np.asarray(x) for x in outputs)
+                prediction, kernels, regime, emergency, quantiles, raw = (np.asarray(x) for x in outputs)
                 for i, v in enumerate(group):
                     for j, s in enumerate(batch):
                         n = s.values.shape[0]
                         runs[(v.label, s.name)] = RunOutput(prediction[i, j, :n], kernels[i, j, :n],
-                                                            regime[i, j, :n], emergency[i, j, :n])
+                                                            regime[i, j, :n], emergency[i, j, :n],
+                                                            quantiles[i, j, :n], raw[i, j, :n])
             elapsed = time.perf_counter() - started
             for v in group:
                 seconds[v.label] = elapsed

@@ -197,6 +197,28 @@ class AbstractKernel(eqx.Module):
         """
 
 
+    def step_with_law(
+        self, state: eqx.Module, history: History, params: HyperparameterGroup, key: PRNGKeyArray
+    ) -> tuple[eqx.Module, Forecast, eqx.Module, tuple | None]:
+        """:meth:`step`, plus the kernel's own predictive law of y_{t+1} if it has one.
+
+        Optional: the default returns ``None`` as the law, and the interval
+        layer (:mod:`fnpredict.intervals`) then gives this kernel a
+        location-scale Student-t law at its forecast with a scale learnt
+        from its own errors. A kernel that has a law of its own (Monte Carlo
+        draws, a fitted transition density) overrides this and returns
+        ``(law, valid)``: an :class:`~fnpredict.intervals.AbstractLaw` of
+        fixed shapes, finite even when ``valid`` is False (then the layer
+        uses the Student-t fallback for this step).
+
+        Returns:
+            ``(state, forecast, info, law_or_None)``; the first three equal
+            :meth:`step`'s.
+        """
+        state, forecast, info = self.step(state, history, params, key)
+        return state, forecast, info, None
+
+
 def tree_bytes(tree) -> int:
     """Bytes of the array leaves of a PyTree (e.g. one asset's state)."""
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(tree) if hasattr(leaf, "dtype"))

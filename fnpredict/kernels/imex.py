@@ -91,6 +91,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
 from ..config import PredictorConfig
 from ..params import HyperparameterSpec
+from ..intervals.laws import NormalMixtureLaw, jump_diffusion_law
 from .base import AbstractKernel, EmptyState, Forecast, History
 from ..solvers.levy_measures import NormalJumps
 from ..solvers.pide import PIDEInfo, PIDESolution, UniformGrid, solve_backward_kolmogorov
@@ -371,6 +372,20 @@ class IMEXKernel(AbstractKernel):
             last + scale * move, history, fallback=~fit.valid, converged=solution.info.converged
         )
         return forecast, fit, solution
+
+    def step_with_law(self, state: EmptyState, history: History, params, key: PRNGKeyArray):
+        """:meth:`step` and the fitted model's one-step transition law
+        (:func:`~fnpredict.intervals.laws.jump_diffusion_law`: a Poisson mixture over jump counts)."""
+        forecast, fit, solution = self.solve(history, params)
+        law = jump_diffusion_law(fit, history.last)
+        finite = jnp.all(jnp.isfinite(law.means)) & jnp.all(jnp.isfinite(law.stds)) & jnp.all(jnp.isfinite(law.weights))
+        valid = fit.valid & finite & ~forecast.fallback
+        law = NormalMixtureLaw(
+            weights=jnp.where(finite, law.weights, jnp.eye(law.weights.shape[0], 1, dtype=law.weights.dtype)[:, 0]),
+            means=jnp.where(finite, law.means, history.last),
+            stds=jnp.where(finite, law.stds, 1.0),
+        )
+        return state, forecast, IMEXInfo(fit=fit, solver=solution.info), (law, valid)
 
     def step(self, state: EmptyState, history: History, params, key: PRNGKeyArray):
         """One fit and one PIDE solve: the one-step conditional mean of the fitted jump-diffusion."""

@@ -47,6 +47,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Real
 
 from ..config import PredictorConfig
+from ..intervals.laws import EmpiricalLaw
 from ..sorting import sort
 from .base import AbstractKernel, EmptyState, Forecast, History
 
@@ -490,6 +491,11 @@ class LevyKernel(AbstractKernel):
         self, state: EmptyState, history: History, params, key: PRNGKeyArray
     ) -> tuple[EmptyState, Forecast, LevyInfo]:
         """One fit of the window, then the last value plus the median of ``levy_paths`` draws."""
+        state, forecast, info, _ = self.step_with_law(state, history, params, key)
+        return state, forecast, info
+
+    def step_with_law(self, state: EmptyState, history: History, params, key: PRNGKeyArray):
+        """:meth:`step` and its Monte Carlo law: the empirical law of y_t + the same sorted draws."""
         estimate = self.fit(history)
         draws = self._sorted_draws(estimate, history, key)
         median = _sorted_quantile(draws, jnp.asarray(self.n_paths), jnp.asarray(0.5, draws.dtype))
@@ -498,7 +504,10 @@ class LevyKernel(AbstractKernel):
             stability=estimate.stability, skewness=estimate.skewness, scale=estimate.scale,
             location=estimate.location, fitted=estimate.valid,
         )
-        return state, forecast, info
+        levels = history.last + draws
+        valid = estimate.valid & jnp.all(jnp.isfinite(levels))
+        law = EmpiricalLaw(draws=jnp.where(valid, levels, history.last))
+        return state, forecast, info, (law, valid)
 
     def predictive_quantiles(
         self,

@@ -3,7 +3,10 @@
 The telemetry tree grows (nested component infos), so no field list is kept
 here: every leaf of the output is named by its path (``telemetry.`` dropped,
 nested levels joined by ``.``), scalars become Python numbers, ``(K,)`` leaves
-become ``{kernel: value}`` dicts, other arrays nested lists.
+become ``{kernel: value}`` dicts, other arrays nested lists. Per-level leaves
+(``quantiles``, ``quantile_levels``, the interval layer's per-level
+diagnostics) stay lists even when L = K; for the Prometheus gauges each
+quantile is also a scalar field ``quantile_<level>``.
 """
 
 import json
@@ -39,7 +42,12 @@ def leaf_names(output) -> list[str]:
     return names
 
 
-def _native(value, kernel_names):
+#: Leaves indexed by quantile level, never by kernel.
+_PER_LEVEL = ("quantiles", "quantile_levels", "intervals.raw_quantiles", "intervals.working_levels",
+              "intervals.hits")
+
+
+def _native(value, kernel_names, by_kernel=True):
     value = np.asarray(value)
     if value.ndim == 0:
         if value.dtype == np.bool_:
@@ -48,9 +56,9 @@ def _native(value, kernel_names):
             return int(value)
         number = float(value)
         return number if math.isfinite(number) else None
-    if value.ndim == 1 and value.shape[0] == len(kernel_names):
+    if by_kernel and value.ndim == 1 and value.shape[0] == len(kernel_names):
         return {name: _native(v, kernel_names) for name, v in zip(kernel_names, value)}
-    return [_native(v, kernel_names) for v in value]
+    return [_native(v, kernel_names, by_kernel) for v in value]
 
 
 class OutputFlattener:
@@ -74,17 +82,26 @@ class OutputFlattener:
     def record(self, leaves, asset=None) -> dict:
         """One asset's record from ``host_leaves`` (``asset`` indexes the batch axis)."""
         return {
-            name: _native(value if asset is None else value[asset], self.kernel_names) for name, value in leaves
+            name: _native(value if asset is None else value[asset], self.kernel_names, name not in _PER_LEVEL)
+            for name, value in leaves
         }
 
 
 def scalar_fields(leaves, asset=None) -> dict:
     """Numeric scalar leaves only (what a gauge can hold), by record name."""
     fields = {}
+    levels = None
     for name, value in leaves:
         value = np.asarray(value if asset is None else value[asset])
         if value.ndim == 0:
             fields[name] = float(value)
+        elif name == "quantile_levels":
+            levels = value
+    for name, value in leaves:
+        if name == "quantiles" and levels is not None:
+            value = np.asarray(value if asset is None else value[asset])
+            for level, quantile in zip(levels, value):
+                fields[f"quantile_{float(level):g}"] = float(quantile)
     return fields
 
 

@@ -276,10 +276,10 @@ def check_assets(n_assets: int, n_lines: int = 100):
         single = [json.loads(line) for line in out.getvalue().splitlines()]
         for t in range(n_lines):
             got = batched[t]["assets"][i]
-            for field in ("prediction", "weights", "kernel_predictions"):
+            for field in ("prediction", "weights", "kernel_predictions", "quantiles"):
                 a, b = single[t][field], got[field]
-                a = list(a.values()) if isinstance(a, dict) else [a]
-                b = list(b.values()) if isinstance(b, dict) else [b]
+                a = list(a.values()) if isinstance(a, dict) else (a if isinstance(a, list) else [a])
+                b = list(b.values()) if isinstance(b, dict) else (b if isinstance(b, list) else [b])
                 for x, y in zip(a, b):
                     assert (x is None) == (y is None)
                     if x is not None:
@@ -326,4 +326,8 @@ def test_telemetry_metrics_flatten_generically():
     text = generate_latest(metrics.registry).decode()
     assert set(record["weights"]) == set(CONFIG.kernels)
     assert 'fnpredict_output{field="prediction"}' in text
+    # The quantiles: a list per level in the record, one gauge per level.
+    assert len(record["quantiles"]) == len(CONFIG.quantile_levels) and record["quantile_levels"][0] == 0.01
+    assert all(a <= b for a, b in zip(record["quantiles"], record["quantiles"][1:]))
+    assert 'fnpredict_output{field="quantile_0.01"}' in text and 'fnpredict_output{field="quantile_0.99"}' in text
     assert 'fnpredict_events_total{event="observation_missing"} 1.0' in text

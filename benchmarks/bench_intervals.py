@@ -1,0 +1,55 @@
+"""Cost of the interval layer: per-step ``predict`` time with intervals on vs off, in one run.
+
+Run: ``python benchmarks/bench_intervals.py [--steps 1000] [--repeats 7] [--one-core]``.
+
+Both configs are the default except ``quantile_levels`` (the default seven
+levels vs ``()``, which removes the layer at trace time). Each is compiled
+and warmed up first; then the timed ``predict`` calls alternate between the
+two (on, off, on, off, ...) so that a noisy shared machine slows both alike,
+and the minimum per config is reported (the least-disturbed run). The
+budget (issue 10): the layer adds at most 25 % to ``predict``'s per-step cost.
+"""
+
+import argparse
+import os
+import time
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--steps", type=int, default=1000)
+parser.add_argument("--repeats", type=int, default=7)
+parser.add_argument("--one-core", action="store_true", help="pin XLA to one CPU thread (the latency budget's setting)")
+args = parser.parse_args()
+if args.one_core:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+import jax  # noqa: E402
+
+import fnpredict as fp  # noqa: E402
+from fnpredict.data import load_sp500, log_levels  # noqa: E402
+
+data = jax.numpy.asarray(log_levels(load_sp500().values)[: args.steps])
+configs = {"on": fp.PredictorConfig(), "off": fp.PredictorConfig(quantile_levels=())}
+states = {}
+for name, config in configs.items():
+    started = time.perf_counter()
+    state = fp.init(config, jax.random.key(0))
+    jax.block_until_ready(fp.predict(state, data, jax.random.key(1))[1].prediction)
+    states[name] = state
+    print(f"intervals {name}: compiled and warmed up in {time.perf_counter() - started:.1f} s", flush=True)
+
+best = {name: float("inf") for name in configs}
+for repeat in range(args.repeats):
+    for name in configs:
+        started = time.perf_counter()
+        jax.block_until_ready(fp.predict(states[name], data, jax.random.key(2 + repeat))[1].prediction)
+        best[name] = min(best[name], time.perf_counter() - started)
+
+per_step = {name: seconds / args.steps * 1e6 for name, seconds in best.items()}
+overhead = per_step["on"] / per_step["off"] - 1.0
+print(f"predict per step, intervals on : {per_step['on']:.1f} µs")
+print(f"predict per step, intervals off: {per_step['off']:.1f} µs")
+print(f"overhead of the interval layer : {overhead * 100:+.1f} % (budget +25 %): "
+      f"{'within' if overhead <= 0.25 else 'OVER'} budget")

@@ -1,0 +1,25 @@
+"""Calibrated predictive intervals, in-graph: per-kernel laws, their mixture's quantiles, online calibration.
+
+* :mod:`.laws`: the predictive laws (Student-t ν = 4 location-scale,
+  Monte Carlo draws, normal mixtures such as a jump-diffusion's transition law);
+* :mod:`.mixture`: quantiles of the weighted mixture by a fixed-iteration
+  Chandrupatla root find, vectorised over levels;
+* :mod:`.conformal`: adaptive conformal inference per level, and the
+  monotone rearrangement;
+* :mod:`.layer`: the step the engine calls (state in the ``PredictorState``).
+"""
+
+from .conformal import aci_update, reading_levels, rearrange
+from .laws import AbstractLaw, EmpiricalLaw, NormalMixtureLaw, StudentTLaw, jump_diffusion_law
+from .layer import IntervalInfo, IntervalState, interval_init, interval_update
+from .mixture import mixture_cdf, mixture_quantiles
+
+#: The default quantile levels: the 1 % and 99 % levels give the one-day VaR,
+#: 5-95 % the central 90 % interval, the quartiles and the median.
+DEFAULT_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+__all__ = [
+    "AbstractLaw", "EmpiricalLaw", "NormalMixtureLaw", "StudentTLaw", "jump_diffusion_law",
+    "mixture_cdf", "mixture_quantiles", "aci_update", "reading_levels", "rearrange",
+    "IntervalInfo", "IntervalState", "interval_init", "interval_update", "DEFAULT_LEVELS",
+]

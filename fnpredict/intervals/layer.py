@@ -1,0 +1,269 @@
+r"""The interval layer the engine calls once per step: laws → mixture quantiles → ACI.
+
+Per step, for one asset, with L = ``len(config.quantile_levels)`` and K kernels:
+
+1. **Residual scales.** Each kernel k keeps an exponentially weighted mean
+   of its absolute one-step errors :math:`|y_t - f_{k,t-1}|`, bias-corrected
+   as in Adam (divided by the weight sum :math:`1 - (1 - a)^n`, so the first
+   errors are not shrunk toward 0), rate a = ``interval_scale_rate``. An
+   error above ``CLIP_SCALES`` times the current scale is clipped there
+   before it enters the mean (a 1e12 bad tick would otherwise set the scale
+   for hundreds of steps). Before any error, the scale is the mean absolute
+   increment of the window.
+2. **Laws.** A kernel that gives its own law (``step_with_law``: kernel A its
+   Monte Carlo draws, kernel C its jump-diffusion transition law) uses it
+   when valid; every other kernel, and a kernel whose own law is invalid
+   this step, gets the location-scale Student-t (ν = 4) at its forecast with
+   its residual scale (for ν = 4 the scale is E|y - loc|, so the mean
+   absolute error is the scale itself). Third-party kernels need nothing.
+3. **Mixture weights.** With ``config.interval_weights == "ensemble"`` the
+   point forecast's weights ρ. With ``"pinball"`` (the default) weights
+   learnt for the quantiles themselves, as in CRPS learning (Berrisch & Ziel,
+   "CRPS learning", J. Econometrics 2023): each kernel's own law is scored
+   by its mean pinball loss over the nominal levels, in units of the mean
+   residual scale, and the weights are an exponentially weighted softmin of
+   the discounted losses,
+
+   .. math:: w_{t,k} \propto \exp\bigl(-\eta \textstyle\sum_{s \le t} \lambda^{t-s} \ell_{s,k}\bigr),
+
+   η = ``interval_weight_learning_rate``, λ = ``interval_weight_forgetting``.
+   The point weights minimise squared error, which on heavy-tailed data
+   favours whichever kernel missed the last jump least; the pinball loss is
+   the quantiles' own proper score.
+4. **Mixture quantiles** at 2L levels in one root find: the nominal levels
+   (the uncalibrated mixture, reported as ``raw_quantiles``, the baseline)
+   and the ACI working levels.
+5. **ACI**: before 4, the working levels move by the outcome y_t against the
+   quantiles issued at t-1 (:func:`~fnpredict.intervals.conformal.aci_update`,
+   rate γ = ``interval_learning_rate``); after 3 the calibrated quantiles
+   are rearranged to be monotone.
+
+All shapes are fixed by the config; the state is a few (K,) and (L,)
+vectors in the ``PredictorState``. With ``quantile_levels=()`` the layer is
+off and the engine skips it at trace time (L = 0 arrays in the output).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from .conformal import aci_update, reading_levels, rearrange
+from .laws import StudentTLaw, scale_floor
+from .mixture import mixture_quantiles
+
+__all__ = ["IntervalState", "IntervalInfo", "interval_init", "interval_update", "CLIP_SCALES"]
+
+#: Errors beyond this many residual scales are clipped before entering the
+#: scale's mean. 10 Student-t(4) scales is the 0.9995 quantile of |T_4|
+#: (P(|T| > 10) = 5.6e-4): a clipped error is still a large one, and one
+#: clipped 1e12 tick moves the scale by at most a factor 1 + 9a.
+CLIP_SCALES = 10.0
+
+
+class IntervalState(eqx.Module):
+    """The interval layer's learned state (per asset).
+
+    Attributes:
+        abs_error: (K,) exponentially weighted sum of |error| per kernel.
+        error_weight: (K,) the matching weight sum 1 - (1 - a)^n (0 before any error).
+        working_levels: (L,) ACI working levels p̃ (start at the nominal levels).
+        quantiles: (L,) the calibrated quantiles issued at the last step (for y_{t+1}).
+        issued: whether ``quantiles`` were issued from a real forecast.
+        kernel_quantiles: (K, L) each kernel's own quantiles at the nominal
+            levels, issued at the last step (scored by the pinball weights).
+        pinball_loss: (K,) the discounted sum of each kernel's normalised
+            pinball losses (the pinball weights' input).
+    """
+
+    abs_error: Float[Array, " kernels"]
+    error_weight: Float[Array, " kernels"]
+    working_levels: Float[Array, " probs"]
+    quantiles: Float[Array, " probs"]
+    issued: Bool[Array, ""]
+    kernel_quantiles: Float[Array, "kernels probs"]
+    pinball_loss: Float[Array, " kernels"]
+
+
+class IntervalInfo(eqx.Module):
+    """Per-step diagnostics of the interval layer (telemetry ``intervals``).
+
+    Attributes:
+        raw_quantiles: (L,) the uncalibrated mixture's quantiles at the nominal
+            levels (the layer without ACI), for y_{t+1}.
+        working_levels: (L,) the ACI working levels p̃ (the law is read at
+            them clipped to [1e-4, 1 - 1e-4]).
+        hits: (L,) 1{y_t <= q_{t-1}} for the quantiles issued last step; NaN
+            when y_t is missing or nothing was issued.
+        kernel_scales: (K,) each kernel's residual scale (its Student-t scale).
+        own_law: (K,) True where the kernel's own law was used this step.
+        mixture_weights: (K,) the weights of the mixture this step (the
+            ensemble weights, or the pinball weights).
+    """
+
+    raw_quantiles: Float[Array, " probs"]
+    working_levels: Float[Array, " probs"]
+    hits: Float[Array, " probs"]
+    kernel_scales: Float[Array, " kernels"]
+    own_law: Bool[Array, " kernels"]
+    mixture_weights: Float[Array, " kernels"]
+
+
+def interval_init(n_kernels: int, levels: tuple[float, ...], dtype) -> IntervalState:
+    """A fresh layer: no errors seen, working levels at the nominal ones."""
+    nominal = jnp.asarray(levels, dtype)
+    return IntervalState(
+        abs_error=jnp.zeros((n_kernels,), dtype),
+        error_weight=jnp.zeros((n_kernels,), dtype),
+        working_levels=nominal,
+        quantiles=jnp.zeros_like(nominal),
+        issued=jnp.zeros((), bool),
+        kernel_quantiles=jnp.zeros((n_kernels, len(levels)), dtype),
+        pinball_loss=jnp.zeros((n_kernels,), dtype),
+    )
+
+
+def _window_scale(history) -> Float[Array, ""]:
+    """Mean absolute increment of the window's real observations (the scale before any error)."""
+    values = history.target
+    real = history.valid_mask()
+    pairs = real[1:] & real[:-1]
+    total = jnp.sum(jnp.where(pairs, jnp.abs(jnp.diff(values)), 0.0))
+    return total / jnp.maximum(jnp.sum(pairs), 1).astype(values.dtype)
+
+
+def interval_update(
+    state: IntervalState,
+    levels: tuple[float, ...],
+    history,
+    target: Float[Array, ""],
+    error_valid: Bool[Array, ""],
+    previous_predictions: Float[Array, " kernels"],
+    predictions: Float[Array, " kernels"],
+    own_laws: tuple,
+    weights: Float[Array, " kernels"],
+    learning_rate: Float[Array, ""],
+    scale_rate: Float[Array, ""],
+    iterations: int,
+    weighting: str = "pinball",
+    weight_learning_rate: Float[Array, ""] | float = 1.0,
+    weight_forgetting: Float[Array, ""] | float = 0.99,
+) -> tuple[IntervalState, Float[Array, " probs"], IntervalInfo]:
+    """One step of the layer (module docstring): returns ``(state, quantiles, info)``.
+
+    Args:
+        state: the layer's state from the last step.
+        levels: the nominal levels (static, increasing, in (0, 1)).
+        history: the window ending at y_t.
+        target: y_t.
+        error_valid: y_t is real and a forecast was made for it.
+        previous_predictions: (K,) the kernels' forecasts of y_t.
+        predictions: (K,) the kernels' forecasts of y_{t+1}.
+        own_laws: per kernel ``None`` or ``(law, valid)`` from ``step_with_law``.
+        weights: (K,) the ensemble weights of this step's prediction.
+        learning_rate: ACI γ.
+        scale_rate: the residual scales' EWMA rate a.
+        iterations: root-find iterations (static).
+        weighting: ``"pinball"`` or ``"ensemble"`` (static; module docstring).
+        weight_learning_rate: η of the pinball weights.
+        weight_forgetting: λ of the pinball weights.
+    """
+    dtype = predictions.dtype
+    nominal = jnp.asarray(levels, dtype)
+
+    # 1. Residual scales from this step's errors.
+    prior = jnp.maximum(_window_scale(history), scale_floor(history.last))
+    scales_before = jnp.where(state.error_weight > 0.0, state.abs_error / jnp.where(
+        state.error_weight > 0.0, state.error_weight, 1.0), prior)
+    errors = jnp.abs(target - previous_predictions)
+    errors = jnp.minimum(errors, jnp.where(state.error_weight > 0.0, CLIP_SCALES * scales_before, errors))
+    decay = 1.0 - scale_rate
+    abs_error = jnp.where(error_valid, decay * state.abs_error + scale_rate * errors, state.abs_error)
+    error_weight = jnp.where(error_valid, decay * state.error_weight + scale_rate, state.error_weight)
+    scales = jnp.where(error_weight > 0.0, abs_error / jnp.where(error_weight > 0.0, error_weight, 1.0), prior)
+    scales = jnp.maximum(scales, scale_floor(history.last))
+
+    # 4a. ACI against the quantiles issued for y_t.
+    working, hits = aci_update(
+        state.working_levels, nominal, state.quantiles, target, error_valid & state.issued, learning_rate
+    )
+
+    # 2. One law per kernel; an own law enters with weight w_k·valid, the
+    # Student-t fallback with w_k·(1 - valid), so the choice is data.
+    pinball_loss, kernel_quantiles = state.pinball_loss, state.kernel_quantiles
+    if weighting == "pinball":
+        # 3. Score each kernel's last quantiles on y_t, then its quantiles for y_{t+1}.
+        u = target - state.kernel_quantiles
+        losses = jnp.mean(u * (nominal - (u < 0.0).astype(dtype)), axis=1) / jnp.mean(scales)
+        pinball_loss = jnp.where(error_valid & state.issued, weight_forgetting * state.pinball_loss + losses,
+                                 state.pinball_loss)
+        kernel_quantiles = jnp.stack([_own_quantiles(entry, predictions[k], scales[k], nominal)
+                                      for k, entry in enumerate(own_laws)])
+        logits = -weight_learning_rate * (pinball_loss - jnp.min(pinball_loss))
+        mixture_weights = jax.nn.softmax(logits).astype(dtype)
+        mixture_weights = jnp.where(jnp.all(jnp.isfinite(mixture_weights)), mixture_weights, weights)
+    else:
+        mixture_weights = weights
+    laws, law_weights, own = [], [], []
+    for k, entry in enumerate(own_laws):
+        fallback = StudentTLaw(loc=predictions[k], scale=scales[k])
+        if entry is None:
+            laws.append(fallback)
+            law_weights.append(mixture_weights[k])
+            own.append(jnp.zeros((), bool))
+            continue
+        law, valid = entry
+        valid = jnp.asarray(valid, bool)
+        laws += [law, fallback]
+        law_weights += [jnp.where(valid, mixture_weights[k], 0.0), jnp.where(valid, 0.0, mixture_weights[k])]
+        own.append(valid)
+    law_weights = jnp.stack(law_weights).astype(dtype)
+
+    # 3. Both sets of levels in one root find.
+    both = mixture_quantiles(tuple(laws), law_weights, jnp.concatenate([nominal, reading_levels(working)]), iterations)
+    n_levels = len(levels)
+    raw = rearrange(both[:n_levels])
+    calibrated = rearrange(both[n_levels:])
+    # A non-finite quantile (only from non-finite inputs the engine already
+    # replaces) falls back to the point forecast's level.
+    fallback_level = jnp.dot(weights, predictions)
+    raw = jnp.where(jnp.isfinite(raw), raw, fallback_level)
+    calibrated = jnp.where(jnp.isfinite(calibrated), calibrated, fallback_level)
+
+    new_state = IntervalState(
+        abs_error=abs_error,
+        error_weight=error_weight,
+        working_levels=working,
+        quantiles=calibrated,
+        issued=history.count > 0,
+        kernel_quantiles=kernel_quantiles,
+        pinball_loss=pinball_loss,
+    )
+    info = IntervalInfo(
+        raw_quantiles=jax.lax.stop_gradient(raw),
+        working_levels=working,
+        hits=hits,
+        kernel_scales=scales,
+        own_law=jnp.stack(own),
+        mixture_weights=mixture_weights,
+    )
+    return new_state, calibrated, info
+
+
+#: Root-find iterations for one kernel's own mixture law (kernel C's jump
+#: mixture): its bracket is one law's components, narrower than the
+#: ensemble's, and its quantiles only weight the kernels.
+_OWN_ITERATIONS = 10
+
+
+def _own_quantiles(entry, prediction, scale, nominal):
+    """One kernel's quantiles at the nominal levels: its own law's when valid, else its Student-t's."""
+    fallback = StudentTLaw(loc=prediction, scale=scale).quantile(nominal)
+    if entry is None:
+        return fallback
+    law, valid = entry
+    if hasattr(law, "quantile"):
+        own = law.quantile(nominal)
+    else:
+        own = mixture_quantiles((law,), jnp.ones((1,), nominal.dtype), nominal, _OWN_ITERATIONS)
+    return jnp.where(jnp.asarray(valid, bool) & jnp.all(jnp.isfinite(own)), own, fallback)
