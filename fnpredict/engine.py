@@ -162,7 +162,7 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     error_valid = observed & (state.buffer_count > 0)
     error = jnp.where(error_valid, target - state.prediction, 0.0)
     cusum, cusum_info = cusum_update(
-        state.cusum, jax.lax.stop_gradient(error), error_valid, hp.cusum_h, hp.cusum_k, hp.error_alpha
+        state.cusum, error, error_valid, hp.cusum_h, hp.cusum_k, hp.error_alpha
     )
     magnitude_alarm = cusum_info.alarm & error_valid
     cusum = jax.tree_util.tree_map(
@@ -176,7 +176,10 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         alarm = alarm | magnitude_alarm
     if "signed" in config.regime_detectors:
         alarm = alarm | page_info.alarm
-    sigma = jax.lax.stop_gradient(cusum_info.sigma)
+    # Not stopped: σ scales the rule's losses, so it is on the forecast path
+    # (through the errors and error_alpha); cusum_update keeps the test itself
+    # behind stop_gradient.
+    sigma = cusum_info.sigma
 
     # 3. What the weight rule learns from: the previous forecasts' losses.
     inputs = RuleInput(
