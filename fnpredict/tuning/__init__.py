@@ -13,8 +13,8 @@ def __getattr__(name):
         search = importlib.import_module(".search", __name__)
         return search if name == "search" else getattr(search, name)
     # optax and tqdm load only when learning is asked for.
-    if name in {"learn", "LearnResult", "default_learn_space"}:
+    if name in {"learn", "LearnResult", "default_learn_space", "DEFAULT_LEARN_SPACE"}:
         import importlib
 
-        return getattr(importlib.import_module(".learn", __name__), name)
+        return getattr(importlib.import_module(".gradient", __name__), name)
     raise AttributeError(name)
