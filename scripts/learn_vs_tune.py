@@ -40,7 +40,14 @@ def main(argv=None) -> int:
     parser.add_argument("--buffer-size", type=int, default=None, help="config buffer size (default 128)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "learn-vs-tune.md"))
     parser.add_argument("--json", default=None, help="also write the figures as JSON here")
+    parser.add_argument("--learning-rate", type=float, default=0.1, help="learn's AdamW learning rate")
+    parser.add_argument("--patience", type=int, default=8, help="learn's early-stopping patience")
+    parser.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
     args = parser.parse_args(argv)
+    if not args.no_cache:
+        from fnpredict.runtime.cache import enable_compilation_cache
+
+        enable_compilation_cache()
 
     series = fpdata.load_sp500()
     values = fpdata.log_levels(series.values)
@@ -58,7 +65,8 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     learned = fp.tuning.learn(config, learning_span, key, n_steps=args.budget, n_windows=N_WINDOWS,
-                              validation=VALIDATION, progress=True)
+                              validation=VALIDATION, learning_rate=args.learning_rate, patience=args.patience,
+                              progress=True)
     learn_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -86,7 +94,8 @@ def main(argv=None) -> int:
     figures = dict(
         data=f"bundled S&P 500 log closes, {labels[0]}..{labels[-1]} ({len(values)} days)",
         learning_span=f"{labels[0]}..{labels[split - 1]}", unseen_span=f"{labels[split]}..{labels[-1]}",
-        budget=args.budget, rows=rows, initial_validation=learned.initial_validation,
+        budget=args.budget, learning_rate=args.learning_rate, patience=args.patience, rows=rows,
+        initial_validation=learned.initial_validation,
         learn_history=[{k: h[k] for k in ("step", "value", "validation", "grad_norm")} for h in learned.history],
         config=config.describe()["kernels"], jax=jax.__version__,
     )
@@ -113,7 +122,8 @@ def render(figures) -> str:
         f"{VALIDATION:.0%}; `fp.tuning.tune` (Optuna TPE) scores its trials on the same {N_WINDOWS} "
         "training windows. Same search box (the differentiable fields of the default search space), "
         f"same budget: {figures['budget']} objective evaluations each (for `learn`, each also computes "
-        "the gradient and a validation score). The unseen span "
+        f"the gradient and a validation score; AdamW learning rate {figures['learning_rate']}, patience "
+        f"{figures['patience']}). The unseen span "
         f"{figures['unseen_span']} was never evaluated by either; it is scored with {N_WINDOWS} "
         "walk-forward windows.",
         "",
