@@ -1,4 +1,4 @@
-"""The ``fnpredict`` command: ``backtest``, ``tune``, ``stream``, ``bench``, ``warmup``.
+"""The ``fnpredict`` command: ``backtest``, ``tune``, ``learn``, ``stream``, ``bench``, ``warmup``.
 
 Every subcommand takes ``--json`` for a machine-readable summary on stdout
 (human-readable text then goes to stderr).
@@ -166,6 +166,43 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_learn(args) -> int:
+    import jax
+
+    from .tuning.gradient import learn
+
+    _setup(args)
+    config = _config(args)
+    values, _, source = _load(args)
+    result = learn(
+        config, values, jax.random.key(args.seed), n_steps=args.steps, n_windows=args.windows,
+        validation=args.validation, learning_rate=args.learning_rate, patience=args.patience,
+        progress=not args.json,
+    )
+    log = sys.stderr if args.json else sys.stdout
+    print(f"mean walk-forward MSE ratio to the random walk {result.best_value:.6g} (validation "
+          f"{result.best_validation:.6g}, from {result.initial_value:.6g} / {result.initial_validation:.6g}) "
+          f"after {result.n_steps} steps on {source}", file=log)
+    if args.params_out:
+        from .tuning.params import write_params
+
+        # The same JSON as ``tune --params-out`` (read by --params).
+        write_params(args.params_out, result.best_params, value=result.best_value,
+                     objective=result.objective, validation=result.best_validation,
+                     method="learn", n_steps=result.n_steps)
+        print(f"wrote {args.params_out}", file=log)
+    for name, value in result.best_params.items():
+        print(f"  {name:<20} {value:.6g}", file=log)
+    if args.json:
+        print(_dump({
+            "best_params": result.best_params, "best_value": result.best_value,
+            "best_validation": result.best_validation, "initial_value": result.initial_value,
+            "initial_validation": result.initial_validation, "n_steps": result.n_steps,
+            "stopped_early": result.stopped_early, "seconds": result.seconds, "objective": result.objective,
+        }))
+    return 0
+
+
 def _hyperparams(args):
     if not getattr(args, "params", None):
         return None
@@ -294,6 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="heartbeat seconds with a shared storage (default 10): a trial silent for 3 beats "
                         "(its worker died) is failed and retried once")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("learn", help="learn the differentiable hyperparameters by gradient (Optax AdamW) "
+                                     "on walk-forward windows")
+    _add_common(p)
+    _add_data(p)
+    p.add_argument("--steps", type=int, default=30, help="most gradient steps (default 30)")
+    p.add_argument("--windows", type=int, default=4, help="training walk-forward windows (default 4)")
+    p.add_argument("--validation", type=float, default=0.25,
+                   help="fraction of the series, at its end, held out for early stopping (default 0.25)")
+    p.add_argument("--learning-rate", type=float, default=0.1, help="AdamW learning rate (default 0.1)")
+    p.add_argument("--patience", type=int, default=8, help="steps without a validation improvement before stopping")
+    p.add_argument("--params-out", default=None, help="write the learned hyperparameters to this JSON file")
+    p.set_defaults(func=cmd_learn)
 
     p = sub.add_parser("stream", help="read observations from stdin (one per line), write JSON lines")
     _add_common(p)

@@ -436,6 +436,19 @@ class Hyperparams(eqx.Module):
 
     Each field has a documented range (``Hyperparams.spec()``); out-of-range
     values raise ``ValueError`` naming the field when the values are concrete.
+
+    Differentiability (the last entry of each ``spec()`` tuple): a backtest
+    loss is differentiable in ``sinkhorn_epsilon``, ``jko_tau``,
+    ``error_alpha``, ``huber_delta_scale``, ``weight_floor`` and the
+    kernels' rates (``rls_forgetting``, ``rls_ridge``), and in fixed share's
+    ``share_rate``; ``jax.grad`` agrees with finite differences
+    (``tests/test_gradients.py``). The thresholds of a test
+    (``holder_threshold``, ``cusum_h``, ``cusum_k``, ``besov_c``,
+    ``bad_tick_threshold``, ``page_h``, ``page_k``,
+    ``imex_jump_threshold``, ``dgm_collapse_gamma``) are not: the loss is
+    piecewise constant in them, so their gradient is zero almost everywhere
+    (learn them with :func:`fnpredict.tuning.tune`, not
+    :func:`fnpredict.tuning.learn`).
     Leaves may carry leading batch axes (a population):
     ``jax.vmap(fp.init, in_axes=(None, None, 0))``.
 

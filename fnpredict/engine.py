@@ -181,7 +181,7 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     error_valid = observed & (state.buffer_count > 0)
     error = jnp.where(error_valid, target - state.prediction, 0.0)
     cusum, cusum_info = cusum_update(
-        state.cusum, jax.lax.stop_gradient(error), error_valid, hp.cusum_h, hp.cusum_k, hp.error_alpha
+        state.cusum, error, error_valid, hp.cusum_h, hp.cusum_k, hp.error_alpha
     )
     magnitude_alarm = cusum_info.alarm & error_valid
     cusum = jax.tree_util.tree_map(
@@ -197,7 +197,10 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
         alarm = alarm | magnitude_alarm
     if "signed" in config.regime_detectors:
         alarm = alarm | page_info.alarm
-    sigma = jax.lax.stop_gradient(cusum_info.sigma)
+    # Not stopped: σ scales the rule's losses, so it is on the forecast path
+    # (through the errors and error_alpha); cusum_update keeps the test itself
+    # behind stop_gradient.
+    sigma = cusum_info.sigma
 
     # 3. What the weight rule learns from: the previous forecasts' losses.
     inputs = RuleInput(
@@ -406,32 +409,73 @@ def _check_shape(data, config: PredictorConfig) -> None:
         raise ValueError(f"data has {data.shape[1]} channels, config.n_channels = {config.n_channels}")
 
 
-def scan(state, data, keys, active=None, keep_outputs: bool = True):
+def scan(state, data, keys, active=None, keep_outputs: bool = True, checkpoint: int = 0):
     """``lax.scan`` of :func:`step_impl` with explicit per-step keys (un-jitted, for embedding).
 
     ``active`` (bool per step), when given,
     turns padded steps into no-ops (the carry is kept), so a series can be cut
-    into equal chunks that share one compiled program."""
+    into equal chunks that share one compiled program.
+
+    ``checkpoint`` bounds the memory of reverse-mode differentiation through
+    the scan (``jax.checkpoint``: recompute in the backward pass instead of
+    storing). With T steps and a carry of S bytes:
+
+    - ``0`` (default): every step's intermediates are stored (no remat);
+    - ``1``: each step is rematerialised, the backward pass stores one carry
+      per step, T·S;
+    - ``n > 1``: the steps are also grouped in segments of n, each
+      rematerialised as a whole: the backward pass stores T/n carries at the
+      segment boundaries and the n carries of the one segment it is
+      replaying, (T/n + n)·S, smallest (2√T·S) at n ≈ √T, for one more
+      forward pass of compute. T need not be a multiple of n (the last
+      segment is padded with no-op steps).
+
+    The values (and gradients) are the same for every ``checkpoint``.
+    """
+    n_steps = data.shape[0]
+    segment = int(checkpoint)
+    if segment < 0:
+        raise ValueError(f"checkpoint must be >= 0, got {checkpoint}")
+    pad = (-n_steps) % segment if segment > 1 else 0
+    gated = active is not None or pad > 0
 
     def body(carry, inputs):
         obs, step_key, on = inputs
         new_carry, output = step_impl(carry, obs, step_key)
-        if active is not None:
+        if gated:
             new_carry = jax.tree_util.tree_map(lambda n, o: jnp.where(on, n, o), new_carry, carry)
         return new_carry, (output if keep_outputs else None)
 
-    flags = jnp.ones(data.shape[0], bool) if active is None else active
-    return jax.lax.scan(body, state, (data, keys, flags))
+    flags = jnp.ones(n_steps, bool) if active is None else active
+    if segment == 0:
+        return jax.lax.scan(body, state, (data, keys, flags))
+    body = jax.checkpoint(body)
+    if segment == 1:
+        return jax.lax.scan(body, state, (data, keys, flags))
+    # Padding repeats the last observation and key (a finite, inactive step).
+    inputs = jax.tree_util.tree_map(
+        lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), (data, keys, flags)
+    )
+    inputs = (inputs[0], inputs[1], inputs[2].at[n_steps:].set(False))
+    inputs = jax.tree_util.tree_map(lambda x: x.reshape((-1, segment) + x.shape[1:]), inputs)
+
+    @jax.checkpoint
+    def run_segment(carry, segment_inputs):
+        return jax.lax.scan(body, carry, segment_inputs)
+
+    final, outputs = jax.lax.scan(run_segment, state, inputs)
+    outputs = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:])[:n_steps], outputs)
+    return final, outputs
 
 
-@jax.jit
-def _predict_jit(state, data, keys):
-    return scan(state, data, keys, keep_outputs=True)
+@functools.partial(jax.jit, static_argnames=("checkpoint",))
+def _predict_jit(state, data, keys, checkpoint=0):
+    return scan(state, data, keys, keep_outputs=True, checkpoint=checkpoint)
 
 
-@jax.jit
-def _fit_jit(state, data, keys):
-    return scan(state, data, keys, keep_outputs=False)[0]
+@functools.partial(jax.jit, static_argnames=("checkpoint",))
+def _fit_jit(state, data, keys, checkpoint=0):
+    return scan(state, data, keys, keep_outputs=False, checkpoint=checkpoint)[0]
 
 
 @jax.jit
@@ -449,7 +493,9 @@ def _check_data(data):
         raise ValueError("data must hold at least one observation")
 
 
-def predict(state: PredictorState, data, key: PRNGKeyArray) -> tuple[PredictorState, StepOutput]:
+def predict(
+    state: PredictorState, data, key: PRNGKeyArray, checkpoint: int = 0
+) -> tuple[PredictorState, StepOutput]:
     """Run ``step`` over ``data`` with ``lax.scan``; outputs stacked on axis 0.
 
     Step t receives ``jax.random.split(key, T)[t]``, so a Python loop of
@@ -459,6 +505,9 @@ def predict(state: PredictorState, data, key: PRNGKeyArray) -> tuple[PredictorSt
         state: the starting state.
         data: ``(time,)`` or ``(time, channels)`` observations (NaN = missing).
         key: PRNG key split into one key per step.
+        checkpoint: rematerialisation for reverse-mode gradients (static;
+            0 = none, 1 = per step, n > 1 = segments of n steps, n ≈ √T for
+            the least memory); see :func:`scan`. Values do not change.
 
     Returns:
         ``(final_state, outputs)`` where every leaf of ``outputs`` has a
@@ -468,19 +517,19 @@ def predict(state: PredictorState, data, key: PRNGKeyArray) -> tuple[PredictorSt
     _check_data(data)
     data = jnp.asarray(data, state.config.jnp_dtype)
     _check_shape(data, state.config)
-    return _predict_jit(state, data, jax.random.split(key, data.shape[0]))
+    return _predict_jit(state, data, jax.random.split(key, data.shape[0]), checkpoint=int(checkpoint))
 
 
-def fit(state: PredictorState, history, key: PRNGKeyArray) -> PredictorState:
+def fit(state: PredictorState, history, key: PRNGKeyArray, checkpoint: int = 0) -> PredictorState:
     """Warm the state up on ``history`` (a ``lax.scan`` of ``step``, outputs dropped).
 
-    Same key schedule as :func:`predict`.
+    Same key schedule and ``checkpoint`` option as :func:`predict`.
     """
     _check_key(key)
     _check_data(history)
     history = jnp.asarray(history, state.config.jnp_dtype)
     _check_shape(history, state.config)
-    return _fit_jit(state, history, jax.random.split(key, history.shape[0]))
+    return _fit_jit(state, history, jax.random.split(key, history.shape[0]), checkpoint=int(checkpoint))
 
 
 __all__ = ["init", "step", "step_impl", "scan", "fit", "predict", "predict_chunk"]

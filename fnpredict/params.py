@@ -29,7 +29,10 @@ class HyperparameterSpec(NamedTuple):
         lower_open, upper_open: whether the bounds are excluded.
         meaning: one line for error messages and the docs.
         differentiable: whether a backtest loss is (almost everywhere)
-            differentiable in this value; thresholds of a test are not.
+            differentiable in this value, with a gradient that
+            :func:`fnpredict.tuning.learn` can follow. Thresholds of a test
+            are not: the loss is piecewise constant in them (zero gradient
+            almost everywhere, all the effect in the jumps).
     """
 
     name: str

@@ -122,7 +122,10 @@ class CusumState(eqx.Module):
     @property
     def sigma(self) -> Float[Array, ""]:
         """The error scale ``σ = √σ²`` in the units of the series."""
-        return jnp.sqrt(self.variance)
+        # Double where: √ has an infinite derivative at 0 (σ² = 0 before the
+        # first error), and 0·∞ = NaN would poison a gradient through σ.
+        positive = self.variance > 0
+        return jnp.where(positive, jnp.sqrt(jnp.where(positive, self.variance, 1.0)), 0.0)
 
 
 class CusumInfo(eqx.Module):
@@ -282,9 +285,13 @@ def cusum_update(
     error_cap = math.sqrt(float(finfo.max)) / (2.0 * STANDARDIZED_CAP)
     error = jnp.clip(jnp.where(valid, error, 0.0), -error_cap, error_cap).astype(dtype)
 
+    # Differentiation: only σ² is differentiable (it scales the weight rule's
+    # losses, a forecast path); the test itself (z, G⁺, the kurtosis window)
+    # is a diagnostic and sits behind stop_gradient (DESIGN §2).
+    test_error = jax.lax.stop_gradient(error)
     # Standardize by the scale before this error (floored: constant zero errors).
-    sigma_before = jnp.maximum(jnp.sqrt(state.variance), finfo.tiny)
-    z = jnp.clip(error / sigma_before, -STANDARDIZED_CAP, STANDARDIZED_CAP)
+    sigma_before = jnp.maximum(jax.lax.stop_gradient(state.sigma), finfo.tiny)
+    z = jnp.clip(test_error / sigma_before, -STANDARDIZED_CAP, STANDARDIZED_CAP)
     score = scale_score(z)
     armed = state.count >= WARMUP
     drift = jnp.where(armed, jnp.maximum(0.0, state.drift + score - cusum_k), 0.0)
@@ -300,7 +307,7 @@ def cusum_update(
         drift=drift.astype(dtype),
         variance=variance.astype(dtype),
         count=jnp.minimum(state.count + 1, _COUNT_CAP),
-        window=state.window.at[state.window_index].set(error),
+        window=state.window.at[state.window_index].set(test_error),
         window_index=(state.window_index + 1) % size,
         window_count=jnp.minimum(state.window_count + 1, size),
     )

@@ -1,8 +1,8 @@
-"""Walk-forward validation (vmapped windows) and Optuna TPE tuning."""
+"""Walk-forward validation (vmapped windows), Optuna TPE tuning and gradient learning."""
 
 from .walkforward import WalkForwardResult, make_windows, walk_forward
 
-__all__ = ["WalkForwardResult", "make_windows", "walk_forward", "tune"]
+__all__ = ["WalkForwardResult", "make_windows", "walk_forward", "tune", "learn", "LearnResult"]
 
 
 def __getattr__(name):
@@ -12,4 +12,9 @@ def __getattr__(name):
 
         search = importlib.import_module(".search", __name__)
         return search if name == "search" else getattr(search, name)
+    # optax and tqdm load only when learning is asked for.
+    if name in {"learn", "LearnResult", "default_learn_space", "DEFAULT_LEARN_SPACE"}:
+        import importlib
+
+        return getattr(importlib.import_module(".gradient", __name__), name)
     raise AttributeError(name)

@@ -56,11 +56,12 @@ def make_windows(data, n_windows: int, train: int | None = None) -> tuple[np.nda
     return windows, train
 
 
-def _score_window(config: PredictorConfig, train: int, hyperparams, window, key):
+def _score_window(config: PredictorConfig, train: int, hyperparams, window, key, checkpoint: int = 0):
+    # ``checkpoint``: rematerialisation of the scans for gradients (engine.scan).
     state = engine.init(config, None, hyperparams)
     keys = jax.random.split(key, window.shape[0])
-    state, _ = engine.scan(state, window[:train], keys[:train], keep_outputs=False)
-    _, outputs = engine.scan(state, window[train:], keys[train:])
+    state, _ = engine.scan(state, window[:train], keys[:train], keep_outputs=False, checkpoint=checkpoint)
+    _, outputs = engine.scan(state, window[train:], keys[train:], checkpoint=checkpoint)
     target_series = window[train:] if window.ndim == 1 else window[train:, 0]
     forecast = outputs.prediction[:-1]
     target = target_series[1:]
