@@ -132,9 +132,23 @@ class EmpiricalLaw(AbstractLaw):
         return (jnp.arange(n, dtype=self.draws.dtype) + 0.5) / n
 
     def cdf(self, x):
-        # jnp.interp needs increasing abscissae; tied draws give a vertical
-        # step, which interp resolves to one side (any side is a valid CDF).
-        return jnp.interp(x, self.draws, self._levels())
+        # The piecewise-linear interpolation of jnp.interp (constant beyond the
+        # ends), located by counting the draws below x instead of a binary
+        # search: n comparisons per point vectorise (and batch under vmap),
+        # where searchsorted is a loop of dependent gathers, and the root find
+        # calls this on every iteration. Tied draws give a vertical step.
+        draws = self.draws
+        n = draws.shape[0]
+        x = jnp.asarray(x, draws.dtype)
+        below = jnp.sum(draws <= x[..., None], axis=-1)  # 0..n
+        upper = jnp.clip(below, 1, n - 1)
+        lower = upper - 1
+        x0, x1 = draws[lower], draws[upper]
+        f0 = (lower.astype(draws.dtype) + 0.5) / n
+        gap = x1 - x0
+        t = jnp.clip(jnp.where(gap > 0, (x - x0) / jnp.where(gap > 0, gap, 1.0), 1.0), 0.0, 1.0)
+        inside = f0 + t / n
+        return jnp.where(below == 0, 0.5 / n, jnp.where(below == n, (n - 0.5) / n, inside))
 
     def quantile(self, p):
         n = self.draws.shape[0]
