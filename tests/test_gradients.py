@@ -125,10 +125,16 @@ FAR = {
 }
 
 
+#: Leaves that act only on the quantiles (the interval layer), never on the
+#: point forecast this file's loss scores: their gradient of the point loss is
+#: exactly 0 by construction (checked by ``test_interval_leaves_leave_the_point_forecast_alone``).
+INTERVAL_ONLY = tuple(name for name in fp.Hyperparams.SPEC if name.startswith("interval_"))
+
+
 @pytest.fixture(scope="module")
 def main_backtest():
     config = _config()
-    names = _documented(config, True) + _documented(config, False)
+    names = [n for n in _documented(config, True) + _documented(config, False) if n not in INTERVAL_ONLY]
     return Backtest(config, names)
 
 
@@ -143,7 +149,9 @@ def kernel_threshold_backtest():
     # Kernel C's and kernel B's thresholds: the loss alone shows they are
     # piecewise constant (the forward program of these kernels compiles in a
     # fraction of their gradient's time; small grids, only the leaves' paths matter).
-    config = _config(kernels=("imex", "dgm", "signature"), imex_grid=32, dgm_entropy_points=16)
+    # (dgm_collapse_gamma acts through the collapse_mute guard, opt-in: switched on here.)
+    config = _config(kernels=("imex", "dgm", "signature"), imex_grid=32, dgm_entropy_points=16,
+                     guards=fp.guards.DEFAULT_GUARDS + ("collapse_mute",))
     return Backtest(config, ["imex_jump_threshold", "dgm_collapse_gamma"], gradient=False)
 
 
@@ -204,7 +212,7 @@ def test_every_leaf_is_checked(main_backtest, share_backtest, kernel_threshold_b
     # built-in rules that declare any is covered by one of the backtests.
     backtests = (main_backtest, share_backtest, kernel_threshold_backtest)
     covered = set().union(*(b.names for b in backtests))
-    assert set(fp.Hyperparams.spec()) | {"share_rate"} <= covered
+    assert set(fp.Hyperparams.spec()) - set(INTERVAL_ONLY) | {"share_rate"} <= covered
     flags = {}
     for backtest in backtests:
         flags.update(_flags(backtest.config))
@@ -216,7 +224,9 @@ def test_gradients_match_finite_differences(main_backtest):
 
 
 def test_thresholds_have_zero_gradient_almost_everywhere(main_backtest):
-    _check_piecewise_constant(main_backtest, _documented(main_backtest.config, False))
+    _check_piecewise_constant(
+        main_backtest, [n for n in _documented(main_backtest.config, False) if n not in INTERVAL_ONLY]
+    )
 
 
 def test_fixed_share_rate_gradient(share_backtest):
@@ -226,3 +236,18 @@ def test_fixed_share_rate_gradient(share_backtest):
 def test_kernel_thresholds_are_piecewise_constant(kernel_threshold_backtest):
     assert not any(_flags(kernel_threshold_backtest.config)[n] for n in kernel_threshold_backtest.names)
     _check_piecewise_constant(kernel_threshold_backtest, kernel_threshold_backtest.names)
+
+
+def test_interval_leaves_leave_the_point_forecast_alone():
+    # Far-off interval settings change the quantiles but not one bit of the
+    # point forecasts: the point loss cannot depend on them.
+    config = _config()
+    values = _series()[:120]
+    key = jax.random.key(0)
+    default = fp.Hyperparams()
+    changed = fp.Hyperparams(**{name: 0.5 * float(getattr(default, name)) for name in INTERVAL_ONLY})
+    _, a = fp.predict(fp.init(config, key, default), values, key)
+    _, b = fp.predict(fp.init(config, key, changed), values, key)
+    np.testing.assert_array_equal(np.asarray(a.prediction), np.asarray(b.prediction))
+    assert not np.array_equal(np.asarray(a.quantiles), np.asarray(b.quantiles))
+
