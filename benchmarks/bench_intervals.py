@@ -12,6 +12,7 @@ budget (issue 10): the layer adds at most 25 % to ``predict``'s per-step cost.
 
 import argparse
 import os
+import sys
 import time
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -20,10 +21,11 @@ parser.add_argument("--repeats", type=int, default=7)
 parser.add_argument("--one-core", action="store_true", help="pin XLA to one CPU thread (the latency budget's setting)")
 args = parser.parse_args()
 if args.one_core:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    # Before jax is imported (XLA reads its flags once).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import pin_one_core
+
+    print(pin_one_core(), flush=True)
 
 import jax  # noqa: E402
 
