@@ -74,14 +74,42 @@ def _retry_callback():
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
 
+#: Attempts at opening a relational storage whose schema another worker is creating.
+_SCHEMA_ATTEMPTS = 8
+
+
+def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """An ``RDBStorage``, retried while concurrent first starts race on its schema.
+
+    Optuna creates its tables, its version row and its alembic stamp without a
+    lock, so two workers started together on an empty database can both see no
+    ``studies`` table and one fails with a duplicate table (or a duplicate key on
+    the version row). The loser's retry finds the schema complete and only
+    checks it; any other error, or a race lasting all attempts, is raised.
+    """
+    import sqlalchemy.exc
+
+    kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else None
+    rng = np.random.default_rng()
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError) as error:
+            text = str(error).lower()
+            racing = "already exists" in text or "duplicate" in text or "unique" in text
+            if not racing or attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * 2**attempt * (1 + rng.random()))  # jitter: the racers must not retry in step
+    raise AssertionError("unreachable")
+
+
 def make_storage(storage):
     """An Optuna storage from a URL or a journal path (``None`` stays in memory)."""
     if storage is None or isinstance(storage, optuna.storages.BaseStorage):
         return storage
     storage = os.fspath(storage)
     if "://" in storage and not storage.startswith("journal:"):
-        kwargs = {"pool_pre_ping": True} if not storage.startswith("sqlite") else None
-        result = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+        result = _rdb_storage(storage)
     else:
         path = storage[len("journal:"):] if storage.startswith("journal:") else storage
         path = path[2:] if path.startswith("//") else path

@@ -182,3 +182,31 @@ def test_two_workers_share_a_postgres_study(postgres_url, tmp_path):
 @pytest.mark.integration
 def test_killed_worker_leaves_the_postgres_study_usable(postgres_url):
     check_killed_worker(postgres_url)
+
+
+_OPEN_STORAGE = """
+import sys, time
+from fnpredict.tuning.search import make_storage
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every racer opens at the same instant
+make_storage(sys.argv[1])
+"""
+
+
+@pytest.mark.integration
+def test_concurrent_first_starts_share_one_schema(postgres_url):
+    """Workers started together on an empty database race on Optuna's schema
+    creation (CI saw ``relation "studies" already exists``); every one opens."""
+    base, _, _ = postgres_url.rpartition("/")
+    host, port = base.rsplit("@", 1)[1].split(":")
+    for round_ in range(3):
+        name = f"race{round_}"
+        subprocess.run(["psql" if shutil.which("psql") else _pg_bin("psql"), "-h", host, "-p", port, "-U",
+                        "fnpredict", "-d", "optuna", "-c", f"CREATE DATABASE {name}"], check=True,
+                       capture_output=True, timeout=60)
+        start = time.time() + 4.0
+        racers = [subprocess.Popen([sys.executable, "-c", _OPEN_STORAGE, f"{base}/{name}", str(start)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                  for _ in range(6)]
+        for racer in racers:
+            _, err = racer.communicate(timeout=120)
+            assert racer.returncode == 0, err[-3000:]
