@@ -241,6 +241,11 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     forecasts = [f for _, f, _, _ in kernel_steps]
     kernel_infos = tuple(i for _, _, i, _ in kernel_steps)
     kernel_predictions = jnp.stack([f.value for f in forecasts])
+    # While a value is held, every forecast moves by π × the held jump
+    # (fnpredict.input_filter: the minimum-MSE forecast given both hypotheses).
+    hedge = filter_info.hedge if filter_info is not None else jnp.zeros((), dtype)
+    unhedged_predictions = kernel_predictions
+    kernel_predictions = kernel_predictions + hedge
 
     # 7. The rule proposes, the guards dispose (precedence: fnpredict.guards).
     rule_weights, rule_state, rule_info = rule.update(state.rule_state, state.weights, inputs, hp)
@@ -285,9 +290,10 @@ def step_impl(state: PredictorState, obs, key: PRNGKeyArray) -> tuple[PredictorS
     if intervals_on:
         intervals, quantiles, interval_info = interval_update(
             state.intervals, config.quantile_levels, history, target, error_valid,
-            state.kernel_predictions, kernel_predictions, tuple(law for _, _, _, law in kernel_steps),
+            state.kernel_predictions, unhedged_predictions, tuple(law for _, _, _, law in kernel_steps),
             weights, hp.interval_learning_rate, hp.interval_scale_rate, config.quantile_iterations,
             config.interval_weights, hp.interval_weight_learning_rate, hp.interval_weight_forgetting,
+            shift=hedge,
         )
 
     # 9. Carry, then telemetry.

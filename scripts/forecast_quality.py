@@ -67,7 +67,18 @@ def main(argv=None):
         emergency = bool(np.any(outs.telemetry.emergency_mode[at:at + 128]))
         held = bool(outs.telemetry.observation_held[at])
         print(f"bad tick {label:22s}: MAE next 128 / RW {mae_after / rw_mae:8.4f}  held {held}  "
-              f"emergency raised {emergency}")
+              f"P(real) {float(outs.telemetry.input_filter.real_probability[at]):.3g}  emergency raised {emergency}")
+    # The same spike at other dates (the acceptance names one; these show how much it depends on where).
+    spike_ratios = []
+    for at in (1000, 2000, 4000):
+        bad = prices.copy()
+        bad[at] = prices[at] + np.log(1.5)
+        outs = _run(config, bad, key)
+        rw = np.mean(np.abs(prices[at + 1:at + 129] - prices[at:at + 128]))
+        spike_ratios.append((at, np.mean(np.abs(outs.prediction[at:at + 128] - prices[at + 1:at + 129])) / rw,
+                             float(outs.telemetry.input_filter.real_probability[at])))
+    print("+50% spike at other dates (step, MAE next 128 / RW, P(real)): "
+          + ", ".join(f"({a}, {r:.4f}, {p:.3f})" for a, r, p in spike_ratios))
     for at in (1000, 2000, 3000, 4000):
         sigma = np.std(np.diff(prices[at - 128:at]))
         shifted = prices.copy()

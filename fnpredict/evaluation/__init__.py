@@ -21,7 +21,7 @@ from .lab import LabResult, error_curve, evaluate, family_means
 from .metrics import detection_stats, ewa_forecasts, random_walk_forecasts, score, uniform_forecasts
 from .report import format_markdown, format_table, summary_rows, write_all
 from .runner import RunOutput, run_population, run_variants
-from .series import FAMILIES, EvalSeries, observed, synthetic_family, with_missing_bursts
+from .series import FAMILIES, EvalSeries, observed, synthetic_family, with_bad_ticks, with_missing_bursts
 from .simplex import best_convex_weights, project_to_simplex
 from .variants import DEFAULT_LABEL, GRIDS, Variant, grid, group_by_config, select
 
@@ -32,5 +32,5 @@ __all__ = [
     "RunOutput", "run_population", "run_variants",
     "FAMILIES", "EvalSeries", "observed", "synthetic_family",
     "best_convex_weights", "project_to_simplex",
-    "with_missing_bursts", "DEFAULT_LABEL", "GRIDS", "Variant", "grid", "group_by_config", "select",
+    "with_missing_bursts", "with_bad_ticks", "DEFAULT_LABEL", "GRIDS", "Variant", "grid", "group_by_config", "select",
 ]

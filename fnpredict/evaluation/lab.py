@@ -147,7 +147,7 @@ def evaluate(variants: list[Variant], series: list[EvalSeries], key: jax.Array |
             run = runs[(v.label, s.name)]
             metrics = score(run.prediction, run.kernel_predictions, s.values, kernel_names, warmup,
                             conditional_mean=s.conditional_mean, change_points=s.change_points,
-                            alarms=run.regime_change_detected)
+                            alarms=run.regime_change_detected, truth=s.truth)
             best = metrics.pop("best_kernel")
             row = {
                 "variant": v.label, "series": s.name, "family": s.family, "rule": v.config.rule_object.name,
@@ -163,11 +163,14 @@ def evaluate(variants: list[Variant], series: list[EvalSeries], key: jax.Array |
                      time.perf_counter() - started)
 
 
-def error_curve(run: RunOutput, values: np.ndarray, warmup: int) -> np.ndarray:
-    """Cumulative ``(ensemble error)² − (random-walk error)²`` over the scored steps (< 0: beats the RW)."""
+def error_curve(run: RunOutput, values: np.ndarray, warmup: int, truth: np.ndarray | None = None) -> np.ndarray:
+    """Cumulative ``(ensemble error)² − (random-walk error)²`` over the scored steps (< 0: beats the RW).
+
+    ``truth``: clean values to score against when ``values`` are corrupted.
+    """
     values = np.asarray(values, float)
     rw = random_walk_forecasts(values)
-    target = values[1:]
+    target = (values if truth is None else np.asarray(truth, float))[1:]
     diff = (run.prediction[:-1] - target) ** 2 - (rw[:-1] - target) ** 2
     diff = np.where(np.isfinite(diff), diff, 0.0)[warmup:]
     return np.cumsum(diff)

@@ -129,7 +129,8 @@ def _ratio(a, b):
 
 def score(prediction: np.ndarray, kernel_predictions: np.ndarray, obs: np.ndarray,
           kernel_names: tuple[str, ...], warmup: int = 200, conditional_mean: np.ndarray | None = None,
-          change_points: np.ndarray | None = None, alarms: np.ndarray | None = None) -> dict:
+          change_points: np.ndarray | None = None, alarms: np.ndarray | None = None,
+          truth: np.ndarray | None = None) -> dict:
     """Every metric of one run on one series, as a flat dict of floats (NaN when undefined).
 
     Args:
@@ -141,6 +142,8 @@ def score(prediction: np.ndarray, kernel_predictions: np.ndarray, obs: np.ndarra
         conditional_mean: ``(time,)`` ``E[obs_t | obs_{<t}]`` when known (synthetic).
         change_points: steps whose regime differs from the previous one, when known.
         alarms: ``(time,)`` the regime detector's alarms (``regime_change_detected``).
+        truth: ``(time,)`` clean values to score against when ``obs`` is
+            corrupted (bad ticks); the baselines still see only ``obs``.
 
     Returns:
         Keys: ``mse``, ``mae``, ``rw_mse``, ``mse_ratio_rw``, ``mae_ratio_rw``,
@@ -159,7 +162,7 @@ def score(prediction: np.ndarray, kernel_predictions: np.ndarray, obs: np.ndarra
     T = obs.size
     rw = random_walk_forecasts(obs)
     target = np.full(T, np.nan)
-    target[:-1] = obs[1:]
+    target[:-1] = (obs if truth is None else np.asarray(truth, float))[1:]
     scored = np.arange(T) >= warmup
     mask = scored & np.isfinite(target) & np.isfinite(prediction) & np.isfinite(rw) & np.all(np.isfinite(P), axis=1)
     ewa, _ = ewa_forecasts(P, obs, warmup)

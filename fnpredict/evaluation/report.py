@@ -125,7 +125,7 @@ def write_png(path, result: LabResult, labels: list[str] | None = None) -> None:
         for label in labels:
             if any((label, s.name) not in result.runs for s in members):
                 continue  # a variant not run on this family (e.g. merged results)
-            curves = [error_curve(result.runs[(label, s.name)], s.values, result.warmup) for s in members]
+            curves = [error_curve(result.runs[(label, s.name)], s.values, result.warmup, s.truth) for s in members]
             length = min(c.size for c in curves)
             curve = np.mean([c[:length] for c in curves], axis=0)
             style = {"lw": 2.0, "color": "k"} if label == DEFAULT_LABEL else {"lw": 1.0}

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import synthetic
 
-__all__ = ["with_missing_bursts", "EvalSeries", "FAMILIES", "synthetic_family", "observed"]
+__all__ = ["with_missing_bursts", "with_bad_ticks", "EvalSeries", "FAMILIES", "synthetic_family", "observed"]
 
 #: Synthetic families by name (all at their documented defaults).
 FAMILIES = {
@@ -33,6 +33,9 @@ class EvalSeries:
         values: ``(time,)`` observations (levels; NaN = missing).
         conditional_mean: ``(time,)`` the true one-step conditional mean, or None.
         change_points: the known change points, or None.
+        truth: ``(time,)`` the clean values the forecasts are scored against
+            when the observations are corrupted (:func:`with_bad_ticks`);
+            None scores against ``values``.
     """
 
     name: str
@@ -40,6 +43,7 @@ class EvalSeries:
     values: np.ndarray
     conditional_mean: np.ndarray | None = None
     change_points: np.ndarray | None = None
+    truth: np.ndarray | None = None
 
 
 def synthetic_family(family: str, seeds: int, steps: int) -> list[EvalSeries]:
@@ -80,5 +84,30 @@ def with_missing_bursts(series: EvalSeries, bursts: int = 40, min_length: int = 
     for begin in rng.integers(start, values.size - max_length, size=bursts):
         values[begin:begin + int(rng.integers(min_length, max_length + 1))] = np.nan
     return EvalSeries(f"{series.name}+gaps", f"{series.family}+gaps", values, series.conditional_mean,
-                      series.change_points)
+                      series.change_points, series.truth)
+
+
+def with_bad_ticks(series: EvalSeries, ticks: int = 8, min_size: float = 15.0, max_size: float = 60.0,
+                   start: int = 300, seed: int = 0) -> EvalSeries:
+    """A copy of ``series`` with ``ticks`` one-step spikes (bad prints), named ``<name>+ticks``.
+
+    Each spike replaces one observation ``y_t`` by ``y_t ± m σ``, with ``σ``
+    the standard deviation of the clean increments, ``m`` uniform on
+    ``[min_size, max_size]`` and a random sign, at steps uniform on
+    ``[start, time − 1)`` (seeded); the next observation is clean again. The
+    defaults are glitches a magnitude test must catch (above the bad-tick
+    filter's 12 robust σ) yet plausible as moves (a +50% print on a 1%-vol
+    series is 40σ). The forecasts are scored against the clean values
+    (:attr:`EvalSeries.truth`): this is the series on which the bad-tick
+    filter can show what it is worth.
+    """
+    rng = np.random.default_rng(seed)
+    clean = np.array(series.values if series.truth is None else series.truth, float)
+    values = np.array(series.values, float)
+    sigma = float(np.nanstd(np.diff(clean)))
+    at = rng.choice(np.arange(start, values.size - 1), size=ticks, replace=False)
+    sizes = rng.uniform(min_size, max_size, size=ticks) * rng.choice([-1.0, 1.0], size=ticks)
+    values[at] = values[at] + sizes * sigma
+    return EvalSeries(f"{series.name}+ticks", f"{series.family}+ticks", values, series.conditional_mean,
+                      series.change_points, clean)
 

@@ -148,6 +148,7 @@ def interval_update(
     weighting: str = "pinball",
     weight_learning_rate: Float[Array, ""] | float = 1.0,
     weight_forgetting: Float[Array, ""] | float = 0.99,
+    shift: Float[Array, ""] | float = 0.0,
 ) -> tuple[IntervalState, Float[Array, " probs"], IntervalInfo]:
     """One step of the layer (module docstring): returns ``(state, quantiles, info)``.
 
@@ -167,6 +168,10 @@ def interval_update(
         weighting: ``"pinball"`` or ``"ensemble"`` (static; module docstring).
         weight_learning_rate: η of the pinball weights.
         weight_forgetting: λ of the pinball weights.
+        shift: a location shift of every law (the bad-tick hedge,
+            :mod:`fnpredict.input_filter`): the quantiles of laws all moved by
+            ``h`` are the quantiles moved by ``h``, so the root find runs on
+            the unshifted laws and ``h`` is added to what is issued.
     """
     dtype = predictions.dtype
     nominal = jnp.asarray(levels, dtype)
@@ -227,8 +232,10 @@ def interval_update(
     # A non-finite quantile (only from non-finite inputs the engine already
     # replaces) falls back to the point forecast's level.
     fallback_level = jnp.dot(weights, predictions)
-    raw = jnp.where(jnp.isfinite(raw), raw, fallback_level)
-    calibrated = jnp.where(jnp.isfinite(calibrated), calibrated, fallback_level)
+    raw = jnp.where(jnp.isfinite(raw), raw, fallback_level) + shift
+    calibrated = jnp.where(jnp.isfinite(calibrated), calibrated, fallback_level) + shift
+    if weighting == "pinball":
+        kernel_quantiles = kernel_quantiles + shift
 
     new_state = IntervalState(
         abs_error=abs_error,
