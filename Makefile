@@ -11,9 +11,13 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 VENV312 := .venv312
 PY312 := $(VENV312)/bin/python
 STAMP312 := $(VENV312)/.installed
-# Each integration run is bounded (measured: 10 min with the machine shared, less alone; hard kill at 15),
-# and the servers the tests start are stopped by the tests.
-INTEGRATION_TIMEOUT ?= 900
+# Each integration run is bounded (servers, subprocess fleets and the minutes-long end-to-end tests:
+# measured 9 min in CI before those moved here; hard kill at 25), and the servers the tests start are
+# stopped by the tests.
+INTEGRATION_TIMEOUT ?= 1500
+# Two pytest workers (one per core of the CI machine); a test file stays on one worker, so its
+# module-scoped fixtures still compile once.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: demo test test-integration test-py312 print-python312 docs bench clean integration-deps
 
@@ -33,7 +37,7 @@ demo: $(STAMP)
 # No root, no servers: the integration tests are deselected here.
 test: $(STAMP)
 	$(VENV)/bin/ruff check fnpredict tests benchmarks examples scripts
-	$(PY) -m pytest -q tests -m "not integration"
+	$(PY) -m pytest -q $(PYTEST_WORKERS) tests -m "not integration"
 	$(PY) scripts/gen_api_docs.py --check
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
@@ -72,7 +76,7 @@ print-python312:
 # The newest-JAX leg: the marked subset (canary, parity, oracles) on requirements-py312.txt.
 test-py312: $(STAMP312)
 	$(PY312) -c "import jax; print('newest-JAX leg: jax', jax.__version__)"
-	$(PY312) -m pytest -q tests -m "newest_jax and not integration"
+	$(PY312) -m pytest -q $(PYTEST_WORKERS) tests -m "newest_jax and not integration"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_step.py

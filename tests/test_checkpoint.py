@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import fnpredict as fp
 from fnpredict import synthetic
@@ -19,6 +20,7 @@ def _loss(x, checkpoint):
     return jnp.mean((outputs.prediction[:-1] - data[1:]) ** 2), (final, outputs)
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_checkpointing_changes_neither_values_nor_gradients():
     x = jnp.asarray([0.99, 0.5])
     with jax.numpy_dtype_promotion("standard"):  # ott-jax's Sinkhorn backward (see test_gradients.py)
@@ -43,6 +45,7 @@ def _peak_bytes(compiled) -> int:
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_checkpointed_gradient_memory_is_bounded_by_four_forward_passes():
     # Compile only (no run). benchmarks/bench_grad_memory.py makes the same
     # measurement for the default config at 2000 steps.

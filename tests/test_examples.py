@@ -3,6 +3,8 @@
 import importlib.util
 import pathlib
 
+import pytest
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -13,12 +15,14 @@ def _load(name):
     return module
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_quickstart_runs(capsys):
     _load("quickstart").main(steps=120, n_assets=2)
     out = capsys.readouterr().out
     assert "one-step RMSE" in out and "last forecast per asset" in out
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_malliavin_example_runs(capsys):
     _load("malliavin_greeks").main()
     assert capsys.readouterr().out.strip()
@@ -31,6 +35,7 @@ def test_custom_kernel_tutorial_runs(capsys):
     assert "state bytes per asset" in out
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_custom_rule_tutorial_runs(capsys):
     _load("custom_rule").main(steps=200)
     out = capsys.readouterr().out

@@ -13,6 +13,8 @@ followed by an eager call with the same config.
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import math
 import jax, jax.numpy as jnp, numpy as np
@@ -79,12 +81,14 @@ print("jit ok")
 """
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_first_call_inside_vmap_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", VMAP_FIRST], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vmap ok" in result.stdout
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_first_call_inside_jit_of_init_step_fit_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", JIT_FIRST], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

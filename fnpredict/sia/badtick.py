@@ -37,7 +37,8 @@ during warm-up (no basis for a test).
 Default threshold ``c = 12`` robust standard deviations
 (:data:`DEFAULT_THRESHOLD`). A hold costs a real jump one step: the forecast
 made while it is held starts from the old level, so its squared error is the
-jump's. The threshold is therefore set where real jumps of the families we
+jump's (the predictor hedges that forecast toward the held value by the
+probability that the jump is real: :mod:`fnpredict.input_filter`). The threshold is therefore set where real jumps of the families we
 evaluate are rare: at ``c = 8`` the compound-Poisson jumps of
 :func:`fnpredict.synthetic.ou_jumps` (σ_J = 3σ) were held a few times per
 4000 steps and raised the random walk's own MSE by 2.7% (every kernel's by
@@ -46,8 +47,9 @@ as much); at ``c = 12`` none are, and the ensemble's MSE / oracle went from
 log-returns do on a handful of days in a century (1987, 2008, 2020), which
 are delayed by one step, not lost. A +50% one-day spike on a 1%-volatility
 series is a 40σ jump, far above; a 1e12 glitch, astronomically so. Heavy
-power tails (α-stable increments) still pay for the holds of their largest
-real jumps: a magnitude test cannot tell those from glitches.
+power tails (α-stable increments) hold their largest real jumps; a magnitude
+test alone cannot tell those from glitches, which is why the predictor's
+hedge weighs the jump's size against the tail the series has shown.
 """
 
 import equinox as eqx

@@ -249,3 +249,24 @@ def test_cli_evaluate_writes_csv_json_png(tmp_path, capsys):
     assert len(summary["rows"]) == 1 and summary["rows"][0]["series"] == "drift_flip/mean"
     png = (tmp_path / "evaluation.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_bad_tick_copies_are_scored_against_the_clean_values():
+    clean = ev.synthetic_family("ou", 1, 1000)[0]
+    ticky = ev.with_bad_ticks(clean, ticks=5, seed=3)
+    assert ticky.name == "ou/seed0+ticks" and ticky.family == "ou+ticks"
+    changed = np.flatnonzero(ticky.values != clean.values)
+    assert changed.size == 5 and np.all(changed >= 300)
+    sigma = np.std(np.diff(clean.values))
+    sizes = np.abs(ticky.values[changed] - clean.values[changed]) / sigma
+    assert np.all((sizes >= 15.0) & (sizes <= 60.0))
+    np.testing.assert_array_equal(ticky.truth, clean.values)
+    # The random walk repeats the glitch; scoring against the truth charges it.
+    prediction = np.asarray(clean.values, float)  # "forecast = the clean last value"
+    kernels = prediction[:, None]
+    against_truth = ev.score(prediction, kernels, ticky.values, ("k",), 200, truth=ticky.truth)
+    against_obs = ev.score(prediction, kernels, ticky.values, ("k",), 200)
+    rw = ticky.values[200:-1]
+    assert against_truth["rw_mse"] == pytest.approx(np.mean((rw - clean.values[201:]) ** 2))
+    assert against_truth["mse"] == pytest.approx(np.mean((clean.values[200:-1] - clean.values[201:]) ** 2))
+    assert against_truth["mse_ratio_rw"] < min(0.5, against_obs["mse_ratio_rw"])

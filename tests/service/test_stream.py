@@ -124,6 +124,7 @@ def check_restarts(tmp_path, runs: int, n_lines: int = 2000, seed: int = 13, sig
           f"(SIGTERM at, lines before stop, equal): {report}")
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_sigterm_or_ctrl_c_then_resume_equals_one_run(tmp_path):
     check_restarts(tmp_path, runs=2, n_lines=800, signals=(signal.SIGTERM, signal.SIGINT))
 

@@ -52,6 +52,7 @@ def test_space_is_checked_against_the_documented_ranges():
         make_reparametrisations({"jko_tau": (1.0, 5.0, True)}, start)
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_cli_learn_writes_the_tune_params_json(tmp_path, capsys):
     series = synthetic.ar2_increments(640, seed=3).values + 4.0
     csv = tmp_path / "series.csv"

@@ -94,6 +94,7 @@ def check_killed_worker(storage, study="killed"):
     assert len(mine) >= TRIALS
 
 
+@pytest.mark.integration  # minutes of end-to-end run: the integration leg
 def test_two_workers_share_a_journal_file(tmp_path):
     params = check_two_workers(str(tmp_path / "study.log"), tmp_path)
     # The tuned parameters are what backtest --params runs with.
