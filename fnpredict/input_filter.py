@@ -234,6 +234,8 @@ def filter_observation(
     return new_state, history, observed & decision.push_obs, info
 
 
-__all__ = ["InputFilterState", "InputFilterInfo", "filter_init", "filter_observation", "robust_scale", "window_tail_index", "SCALE_WINDOW",
-           "TAIL_ORDER", "MIN_TAIL_INCREMENTS",
-           "PRIOR_REAL", "PRIOR_WEIGHT", "PRIOR_TAIL_INDEX", "PRIOR_TAIL_WEIGHT", "GLITCH_DECADES"]
+__all__ = [
+    "InputFilterState", "InputFilterInfo", "filter_init", "filter_observation", "robust_scale", "window_tail_index",
+    "SCALE_WINDOW", "TAIL_ORDER", "MIN_TAIL_INCREMENTS",
+    "PRIOR_REAL", "PRIOR_WEIGHT", "PRIOR_TAIL_INDEX", "PRIOR_TAIL_WEIGHT", "GLITCH_DECADES",
+]

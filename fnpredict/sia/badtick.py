@@ -38,7 +38,8 @@ Default threshold ``c = 12`` robust standard deviations
 (:data:`DEFAULT_THRESHOLD`). A hold costs a real jump one step: the forecast
 made while it is held starts from the old level, so its squared error is the
 jump's (the predictor hedges that forecast toward the held value by the
-probability that the jump is real: :mod:`fnpredict.input_filter`). The threshold is therefore set where real jumps of the families we
+probability that the jump is real: :mod:`fnpredict.input_filter`).
+The threshold is therefore set where real jumps of the families we
 evaluate are rare: at ``c = 8`` the compound-Poisson jumps of
 :func:`fnpredict.synthetic.ou_jumps` (σ_J = 3σ) were held a few times per
 4000 steps and raised the random walk's own MSE by 2.7% (every kernel's by
