@@ -26,8 +26,8 @@ The minimum-MSE forecast given the two hypotheses is the mixture
 .. math:: \\hat y_{t+1} = \\hat y^{\\text{old}}_{t+1} + \\pi\\,(y_t - a),
 
 with ``a`` the last accepted level and ``π = P(real | J)`` the probability
-that the held jump, of ``J`` robust σ (``J > c``), is real. Bayes with two
-size laws above the threshold ``c``:
+that the held jump, of ``J`` robust σ, is real. Bayes with two size laws
+above ``c =`` :data:`TAIL_REFERENCE` (the default threshold):
 
 * a real jump's excess is Pareto, ``f_r(J) = (α/c) (J/c)^{−α−1}``, with the
   tail index ``α`` this series shows: Hill's estimator on its confirmed
@@ -93,6 +93,11 @@ GLITCH_DECADES = 16.0
 #: with 3 degrees of freedom already shows its power tail).
 TAIL_ORDER = 12
 MIN_TAIL_INCREMENTS = 48
+#: The level ``c`` the Pareto tail and the glitch law start from, in robust
+#: σ: the default threshold, fixed so that the threshold hyperparameter acts
+#: only through the hold decisions (piecewise constant, as documented; a
+#: held jump below it, possible with a lower threshold, counts as at it).
+TAIL_REFERENCE = 12.0
 
 
 class InputFilterState(eqx.Module):
@@ -205,11 +210,10 @@ def filter_observation(
 
     # The outcome of the last hold, then the hedge of this one (module docstring).
     # Counts and odds are bookkeeping, not a path to differentiate along.
-    threshold = jnp.asarray(threshold, obs.dtype)
     confirmed = state.confirmed + decision.push_held.astype(obs.dtype)
     discarded = state.discarded + decision.discarded.astype(obs.dtype)
     log_excess = state.log_excess + jnp.where(
-        decision.push_held, jnp.log(jnp.maximum(state.held_jump / threshold, 1.0)), 0.0)
+        decision.push_held, jnp.log(jnp.maximum(state.held_jump / TAIL_REFERENCE, 1.0)), 0.0)
     displacement = jnp.where(holds, jnp.where(observed, obs[0], 0.0) - history.last, 0.0)
     safe_scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)
     held_jump = jax.lax.stop_gradient(jnp.where(holds, jnp.minimum(jnp.abs(displacement) / safe_scale,
@@ -218,7 +222,7 @@ def filter_observation(
     tail_index = (confirmed + PRIOR_TAIL_WEIGHT) / (log_excess + PRIOR_TAIL_WEIGHT / prior_index)
     prior = (confirmed + PRIOR_WEIGHT * PRIOR_REAL) / (confirmed + discarded + PRIOR_WEIGHT)
     log_odds = (jnp.log(prior) - jnp.log1p(-prior) + jnp.log(tail_index * GLITCH_DECADES * jnp.log(10.0))
-                - tail_index * jnp.log(jnp.maximum(held_jump / threshold, 1.0)))
+                - tail_index * jnp.log(jnp.maximum(held_jump / TAIL_REFERENCE, 1.0)))
     probability = jax.lax.stop_gradient(jnp.where(holds, jax.nn.sigmoid(log_odds), 0.0))
     hedge = probability * displacement
     info = InputFilterInfo(
@@ -236,6 +240,6 @@ def filter_observation(
 
 __all__ = [
     "InputFilterState", "InputFilterInfo", "filter_init", "filter_observation", "robust_scale", "window_tail_index",
-    "SCALE_WINDOW", "TAIL_ORDER", "MIN_TAIL_INCREMENTS",
+    "SCALE_WINDOW", "TAIL_ORDER", "MIN_TAIL_INCREMENTS", "TAIL_REFERENCE",
     "PRIOR_REAL", "PRIOR_WEIGHT", "PRIOR_TAIL_INDEX", "PRIOR_TAIL_WEIGHT", "GLITCH_DECADES",
 ]

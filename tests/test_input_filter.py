@@ -50,7 +50,7 @@ def _odds_probability(jump, confirmed, discarded, log_excess, prior_index):
     index = (confirmed + filt.PRIOR_TAIL_WEIGHT) / (log_excess + filt.PRIOR_TAIL_WEIGHT / prior_index)
     prior = (confirmed + filt.PRIOR_WEIGHT * filt.PRIOR_REAL) / (confirmed + discarded + filt.PRIOR_WEIGHT)
     log_odds = (math.log(prior / (1 - prior)) + math.log(index * filt.GLITCH_DECADES * math.log(10.0))
-                - index * math.log(max(jump / THRESHOLD, 1.0)))
+                - index * math.log(max(jump / filt.TAIL_REFERENCE, 1.0)))
     return 1.0 / (1.0 + math.exp(-log_odds)) if log_odds > -700 else 0.0
 
 
@@ -95,7 +95,7 @@ def test_outcomes_teach_the_odds():
     state, _, _, _ = _hold(values, jump)
     state, history, use, info = _hold(values, jump + 0.1 * scale, state)
     assert bool(info.confirmed) and bool(use) and float(state.confirmed) == 1.0
-    assert float(state.log_excess) == pytest.approx(math.log(30.0 / THRESHOLD), rel=1e-6)
+    assert float(state.log_excess) == pytest.approx(math.log(30.0 / filt.TAIL_REFERENCE), rel=1e-6)
 
 
 CONFIG = fp.PredictorConfig(buffer_size=64, kernels=("levy", "imex", "signature", "persistence"), levy_paths=64)
