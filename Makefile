@@ -16,7 +16,8 @@ STAMP312 := $(VENV312)/.installed
 # stopped by the tests.
 INTEGRATION_TIMEOUT ?= 1500
 # Two pytest workers (one per core of the CI machine); a test file stays on one worker, so its
-# module-scoped fixtures still compile once.
+# module-scoped fixtures (and servers) start once. The integration leg prints each passed test's
+# figures in its summary (-rP), since workers do not stream them.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: demo test test-integration test-py312 print-python312 docs bench clean integration-deps
@@ -58,7 +59,7 @@ integration-deps:
 	  || { echo "make test-integration: PostgreSQL is missing and apt-get could not install it (need root)"; exit 1; }; }
 
 test-integration: $(STAMP) integration-deps
-	timeout --kill-after=30 $(INTEGRATION_TIMEOUT) $(PY) -m pytest -q -s tests -m integration
+	timeout --kill-after=30 $(INTEGRATION_TIMEOUT) $(PY) -m pytest -q $(PYTEST_WORKERS) -rP tests -m integration
 
 $(PY312):
 	@test -n "$(PYTHON312)" || { echo "make: no runnable python3.12 found (set PYTHON312=...)"; exit 1; }
