@@ -12,9 +12,9 @@ VENV312 := .venv312
 PY312 := $(VENV312)/bin/python
 STAMP312 := $(VENV312)/.installed
 # Each integration run is bounded (servers, subprocess fleets and the minutes-long end-to-end tests:
-# measured 9 min in CI before those moved here; hard kill at 25), and the servers the tests start are
+# measured 9 min in CI before those moved here; hard kill at 35), and the servers the tests start are
 # stopped by the tests.
-INTEGRATION_TIMEOUT ?= 1500
+INTEGRATION_TIMEOUT ?= 2100
 # Two pytest workers (one per core of the CI machine); a test file stays on one worker, so its
 # module-scoped fixtures (and servers) start once. The integration leg prints each passed test's
 # figures in its summary (-rP), since workers do not stream them.
