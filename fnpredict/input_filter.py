@@ -150,14 +150,21 @@ def filter_init(n_channels: int, dtype) -> InputFilterState:
     )
 
 
+def _real_increments(history: History, span: int | None = None):
+    """``(increments, mask)`` of channel 0 over the last ``span + 1`` values (all when None):
+    an increment is real when both its ends are observations."""
+    start = None if span is None else -(span + 1)
+    target = history.target[start:]
+    real = history.valid_mask()[start:]
+    return jnp.diff(target), real[1:] & real[:-1]
+
+
 def robust_scale(history: History) -> Float[Array, ""]:
     """MAD-σ of the last ``SCALE_WINDOW`` real increments of channel 0 (+inf in warm-up)."""
-    target = history.target[-(SCALE_WINDOW + 1):]
-    increments = jnp.diff(target)
-    real = history.valid_mask()[-(SCALE_WINDOW + 1):]
-    mask = real[1:] & real[:-1]
+    increments, mask = _real_increments(history, SCALE_WINDOW)
     scale = mad_scale(increments, mask)
-    floor = _ROUNDING_ULPS * jnp.finfo(target.dtype).eps * jnp.abs(history.last) + jnp.finfo(target.dtype).tiny
+    dtype = increments.dtype
+    floor = _ROUNDING_ULPS * jnp.finfo(dtype).eps * jnp.abs(history.last) + jnp.finfo(dtype).tiny
     return jnp.maximum(scale, floor)
 
 
@@ -173,10 +180,8 @@ def window_tail_index(history: History) -> Float[Array, ""]:
     Pareto tail above ``X_(k+1)``; on a light (Gaussian) tail it reads high,
     which is what the hedge should conclude about such a series.
     """
-    target = history.target
-    real = history.valid_mask()
-    mask = real[1:] & real[:-1]
-    size = jnp.where(mask, jnp.abs(jnp.diff(target)), 0.0)
+    increments, mask = _real_increments(history)
+    size = jnp.where(mask, jnp.abs(increments), 0.0)
     size = jnp.where(jnp.isfinite(size), size, 0.0)
     ordered = sort(size)[::-1]  # largest first; the masked zeros sort last
     top, floor = ordered[:TAIL_ORDER], ordered[TAIL_ORDER]
