@@ -38,8 +38,8 @@ class PredictorState(eqx.Module):
             staleness counters, the breaker's emergency flag and calm streak,
             the collapse counter).
         intervals: the interval layer's
-            :class:`~fnpredict.intervals.IntervalState` (residual scales, ACI
-            working levels, the last issued quantiles).
+            :class:`~fnpredict.intervals.IntervalState` (residual scales,
+            calibration offsets, the last issued quantiles).
     """
 
     config: PredictorConfig = eqx.field(static=True)

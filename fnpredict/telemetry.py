@@ -78,7 +78,7 @@ class Telemetry(eqx.Module):
             config lets it raise ``regime_change_detected``).
         intervals: the interval layer's
             :class:`~fnpredict.intervals.IntervalInfo` (uncalibrated mixture
-            quantiles, ACI working levels and hits, kernel residual scales);
+            quantiles, calibration offsets and hits, kernel residual scales);
             empty when ``quantile_levels=()``.
     """
 

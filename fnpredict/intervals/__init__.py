@@ -4,13 +4,13 @@
   Monte Carlo draws, normal mixtures such as a jump-diffusion's transition law);
 * :mod:`.mixture`: quantiles of the weighted mixture by a fixed-iteration
   Chandrupatla root find, vectorised over levels;
-* :mod:`.conformal`: adaptive conformal inference per level, and the
+* :mod:`.conformal`: conformal quantile tracking per level, and the
   monotone rearrangement;
 * :mod:`.layer`: the step the engine calls (state in the ``PredictorState``).
 """
 
-from .conformal import aci_update, reading_levels, rearrange
-from .laws import AbstractLaw, EmpiricalLaw, NormalMixtureLaw, StudentTLaw, jump_diffusion_law
+from .conformal import OFFSET_BOUND, offset_quantiles, rearrange, tracking_update
+from .laws import AbstractLaw, EmpiricalLaw, NormalMixtureLaw, StudentTLaw, StudentTMixtureLaw, jump_diffusion_law
 from .layer import IntervalInfo, IntervalState, interval_init, interval_update
 from .mixture import mixture_cdf, mixture_quantiles
 
@@ -19,7 +19,7 @@ from .mixture import mixture_cdf, mixture_quantiles
 DEFAULT_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 __all__ = [
-    "AbstractLaw", "EmpiricalLaw", "NormalMixtureLaw", "StudentTLaw", "jump_diffusion_law",
-    "mixture_cdf", "mixture_quantiles", "aci_update", "reading_levels", "rearrange",
+    "AbstractLaw", "EmpiricalLaw", "NormalMixtureLaw", "StudentTLaw", "StudentTMixtureLaw", "jump_diffusion_law",
+    "mixture_cdf", "mixture_quantiles", "tracking_update", "offset_quantiles", "rearrange", "OFFSET_BOUND",
     "IntervalInfo", "IntervalState", "interval_init", "interval_update", "DEFAULT_LEVELS",
 ]

@@ -1,4 +1,4 @@
-r"""The interval layer the engine calls once per step: laws → mixture quantiles → ACI.
+r"""The interval layer the engine calls once per step: laws → mixture quantiles → quantile tracking.
 
 Per step, for one asset, with L = ``len(config.quantile_levels)`` and K kernels:
 
@@ -30,13 +30,16 @@ Per step, for one asset, with L = ``len(config.quantile_levels)`` and K kernels:
    The point weights minimise squared error, which on heavy-tailed data
    favours whichever kernel missed the last jump least; the pinball loss is
    the quantiles' own proper score.
-4. **Mixture quantiles** at 2L levels in one root find: the nominal levels
-   (the uncalibrated mixture, reported as ``raw_quantiles``, the baseline)
-   and the ACI working levels.
-5. **ACI**: before 4, the working levels move by the outcome y_t against the
-   quantiles issued at t-1 (:func:`~fnpredict.intervals.conformal.aci_update`,
-   rate γ = ``interval_learning_rate``); after 3 the calibrated quantiles
-   are rearranged to be monotone.
+4. **Mixture quantiles** at the L nominal levels in one root find: the
+   uncalibrated mixture, reported as ``raw_quantiles`` (the baseline).
+5. **Calibration** (:mod:`fnpredict.intervals.conformal`): before 4, each
+   level's offset θ_p moves by the outcome y_t against the quantile issued
+   at t-1 (:func:`~fnpredict.intervals.conformal.tracking_update`, rate
+   η = ``interval_learning_rate`` scales per step at the median, η/(4p(1-p))
+   at level p); after 4 the issued
+   quantiles are the raw ones moved by θ_p times the mixture's scale
+   :math:`s_t = \sum_k w_{t,k} s_{t,k}` (the mixture weights times the
+   kernels' residual scales of 1), rearranged to be monotone.
 
 All shapes are fixed by the config; the state is a few (K,) and (L,)
 vectors in the ``PredictorState``. With ``quantile_levels=()`` the layer is
@@ -48,9 +51,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from .conformal import aci_update, reading_levels, rearrange
-from .laws import StudentTLaw, scale_floor
-from .mixture import mixture_quantiles
+from .conformal import offset_quantiles, rearrange, tracking_update
+from .laws import StudentTMixtureLaw, scale_floor
+from .mixture import stacked_mixture_quantiles
 
 __all__ = ["IntervalState", "IntervalInfo", "interval_init", "interval_update", "CLIP_SCALES"]
 
@@ -67,7 +70,7 @@ class IntervalState(eqx.Module):
     Attributes:
         abs_error: (K,) exponentially weighted sum of |error| per kernel.
         error_weight: (K,) the matching weight sum 1 - (1 - a)^n (0 before any error).
-        working_levels: (L,) ACI working levels p̃ (start at the nominal levels).
+        offsets: (L,) the calibration offsets θ, in scales (start at 0).
         quantiles: (L,) the calibrated quantiles issued at the last step (for y_{t+1}).
         issued: whether ``quantiles`` were issued from a real forecast.
         kernel_quantiles: (K, L) each kernel's own quantiles at the nominal
@@ -78,7 +81,7 @@ class IntervalState(eqx.Module):
 
     abs_error: Float[Array, " kernels"]
     error_weight: Float[Array, " kernels"]
-    working_levels: Float[Array, " probs"]
+    offsets: Float[Array, " probs"]
     quantiles: Float[Array, " probs"]
     issued: Bool[Array, ""]
     kernel_quantiles: Float[Array, "kernels probs"]
@@ -90,9 +93,10 @@ class IntervalInfo(eqx.Module):
 
     Attributes:
         raw_quantiles: (L,) the uncalibrated mixture's quantiles at the nominal
-            levels (the layer without ACI), for y_{t+1}.
-        working_levels: (L,) the ACI working levels p̃ (the law is read at
-            them clipped to [1e-4, 1 - 1e-4]).
+            levels (the layer without calibration), for y_{t+1}.
+        offsets: (L,) the calibration offsets θ after this step's update, in
+            units of ``scale``.
+        scale: the mixture's scale s_t the offsets are measured in.
         hits: (L,) 1{y_t <= q_{t-1}} for the quantiles issued last step; NaN
             when y_t is missing or nothing was issued.
         kernel_scales: (K,) each kernel's residual scale (its Student-t scale).
@@ -102,7 +106,8 @@ class IntervalInfo(eqx.Module):
     """
 
     raw_quantiles: Float[Array, " probs"]
-    working_levels: Float[Array, " probs"]
+    offsets: Float[Array, " probs"]
+    scale: Float[Array, ""]
     hits: Float[Array, " probs"]
     kernel_scales: Float[Array, " kernels"]
     own_law: Bool[Array, " kernels"]
@@ -110,12 +115,12 @@ class IntervalInfo(eqx.Module):
 
 
 def interval_init(n_kernels: int, levels: tuple[float, ...], dtype) -> IntervalState:
-    """A fresh layer: no errors seen, working levels at the nominal ones."""
+    """A fresh layer: no errors seen, every offset 0."""
     nominal = jnp.asarray(levels, dtype)
     return IntervalState(
         abs_error=jnp.zeros((n_kernels,), dtype),
         error_weight=jnp.zeros((n_kernels,), dtype),
-        working_levels=nominal,
+        offsets=jnp.zeros_like(nominal),
         quantiles=jnp.zeros_like(nominal),
         issued=jnp.zeros((), bool),
         kernel_quantiles=jnp.zeros((n_kernels, len(levels)), dtype),
@@ -162,7 +167,7 @@ def interval_update(
         predictions: (K,) the kernels' forecasts of y_{t+1}.
         own_laws: per kernel ``None`` or ``(law, valid)`` from ``step_with_law``.
         weights: (K,) the ensemble weights of this step's prediction.
-        learning_rate: ACI γ.
+        learning_rate: η, the calibration offsets' step in scales.
         scale_rate: the residual scales' EWMA rate a.
         iterations: root-find iterations (static).
         weighting: ``"pinball"`` or ``"ensemble"`` (static; module docstring).
@@ -188,9 +193,9 @@ def interval_update(
     scales = jnp.where(error_weight > 0.0, abs_error / jnp.where(error_weight > 0.0, error_weight, 1.0), prior)
     scales = jnp.maximum(scales, scale_floor(history.last))
 
-    # 4a. ACI against the quantiles issued for y_t.
-    working, hits = aci_update(
-        state.working_levels, nominal, state.quantiles, target, error_valid & state.issued, learning_rate
+    # 5a. The offsets move by y_t against the quantiles issued for it.
+    offsets, hits = tracking_update(
+        state.offsets, nominal, state.quantiles, target, error_valid & state.issued, learning_rate
     )
 
     # 2. One law per kernel; an own law enters with weight w_k·valid, the
@@ -202,33 +207,40 @@ def interval_update(
         losses = jnp.mean(u * (nominal - (u < 0.0).astype(dtype)), axis=1) / jnp.mean(scales)
         pinball_loss = jnp.where(error_valid & state.issued, weight_forgetting * state.pinball_loss + losses,
                                  state.pinball_loss)
-        kernel_quantiles = jnp.stack([_own_quantiles(entry, predictions[k], scales[k], nominal)
-                                      for k, entry in enumerate(own_laws)])
         logits = -weight_learning_rate * (pinball_loss - jnp.min(pinball_loss))
         mixture_weights = jax.nn.softmax(logits).astype(dtype)
         mixture_weights = jnp.where(jnp.all(jnp.isfinite(mixture_weights)), mixture_weights, weights)
     else:
         mixture_weights = weights
-    laws, law_weights, own = [], [], []
-    for k, entry in enumerate(own_laws):
-        fallback = StudentTLaw(loc=predictions[k], scale=scales[k])
-        if entry is None:
-            laws.append(fallback)
-            law_weights.append(mixture_weights[k])
-            own.append(jnp.zeros((), bool))
-            continue
-        law, valid = entry
-        valid = jnp.asarray(valid, bool)
-        laws += [law, fallback]
-        law_weights += [jnp.where(valid, mixture_weights[k], 0.0), jnp.where(valid, 0.0, mixture_weights[k])]
-        own.append(valid)
+    # Every kernel's Student-t fallback is one component of a single
+    # StudentTMixtureLaw (one operation per root-find iteration, not one per kernel).
+    own = jnp.stack([jnp.zeros((), bool) if entry is None else jnp.asarray(entry[1], bool) for entry in own_laws])
+    own_laws_used = [(k, entry[0]) for k, entry in enumerate(own_laws) if entry is not None]
+    laws = [law for _, law in own_laws_used]
+    law_weights = [jnp.where(own[k], mixture_weights[k], 0.0) for k, _ in own_laws_used]
+    laws.append(StudentTMixtureLaw(weights=jnp.where(own, 0.0, mixture_weights), locs=predictions, scales=scales))
+    law_weights.append(jnp.ones((), dtype))
     law_weights = jnp.stack(law_weights).astype(dtype)
 
-    # 3. Both sets of levels in one root find.
-    both = mixture_quantiles(tuple(laws), law_weights, jnp.concatenate([nominal, reading_levels(working)]), iterations)
-    n_levels = len(levels)
-    raw = rearrange(both[:n_levels])
-    calibrated = rearrange(both[n_levels:])
+    # 4. The mixture's quantiles at the nominal levels, in the same root find
+    # as the own laws that have no closed-form quantile (kernel C's mixture;
+    # the pinball weights score them next step); 5b. moved by the offsets.
+    root_found = [k for k, entry in enumerate(own_laws) if weighting == "pinball" and _needs_root_find(entry)]
+    ones = jnp.ones((1,), dtype)
+    solved = stacked_mixture_quantiles(
+        ((tuple(laws), law_weights, nominal),) + tuple(((own_laws[k][0],), ones, nominal) for k in root_found),
+        iterations,
+    )
+    raw = rearrange(solved[0])
+    if weighting == "pinball":
+        own_solved = dict(zip(root_found, solved[1:]))
+        fallback_quantiles = laws[-1].quantiles(nominal)
+        kernel_quantiles = jnp.stack([
+            _own_quantiles(entry, fallback_quantiles[k], nominal, own_solved.get(k))
+            for k, entry in enumerate(own_laws)
+        ])
+    mixture_scale = jnp.dot(mixture_weights, scales)
+    calibrated = offset_quantiles(raw, offsets, mixture_scale)
     # A non-finite quantile (only from non-finite inputs the engine already
     # replaces) falls back to the point forecast's level.
     fallback_level = jnp.dot(weights, predictions)
@@ -240,7 +252,7 @@ def interval_update(
     new_state = IntervalState(
         abs_error=abs_error,
         error_weight=error_weight,
-        working_levels=working,
+        offsets=offsets,
         quantiles=calibrated,
         issued=history.count > 0,
         kernel_quantiles=kernel_quantiles,
@@ -248,29 +260,29 @@ def interval_update(
     )
     info = IntervalInfo(
         raw_quantiles=jax.lax.stop_gradient(raw),
-        working_levels=working,
+        offsets=offsets,
+        scale=mixture_scale,
         hits=hits,
         kernel_scales=scales,
-        own_law=jnp.stack(own),
+        own_law=own,
         mixture_weights=mixture_weights,
     )
     return new_state, calibrated, info
 
 
-#: Root-find iterations for one kernel's own mixture law (kernel C's jump
-#: mixture): its bracket is one law's components, narrower than the
-#: ensemble's, and its quantiles only weight the kernels.
-_OWN_ITERATIONS = 10
+def _needs_root_find(entry) -> bool:
+    """Whether a kernel's own law (``None`` or ``(law, valid)``) has no closed-form quantile."""
+    return entry is not None and not hasattr(entry[0], "quantile")
 
 
-def _own_quantiles(entry, prediction, scale, nominal):
-    """One kernel's quantiles at the nominal levels: its own law's when valid, else its Student-t's."""
-    fallback = StudentTLaw(loc=prediction, scale=scale).quantile(nominal)
+def _own_quantiles(entry, fallback, nominal, solved=None):
+    """One kernel's quantiles at the nominal levels: its own law's when valid, else ``fallback`` (its Student-t's).
+
+    ``solved``: the own law's quantiles from the stacked root find, for a law
+    without a closed-form quantile (:func:`_needs_root_find`).
+    """
     if entry is None:
         return fallback
     law, valid = entry
-    if hasattr(law, "quantile"):
-        own = law.quantile(nominal)
-    else:
-        own = mixture_quantiles((law,), jnp.ones((1,), nominal.dtype), nominal, _OWN_ITERATIONS)
+    own = law.quantile(nominal) if solved is None else solved
     return jnp.where(jnp.asarray(valid, bool) & jnp.all(jnp.isfinite(own)), own, fallback)

@@ -26,7 +26,7 @@ from jaxtyping import Array, Float
 
 from .laws import AbstractLaw
 
-__all__ = ["mixture_cdf", "mixture_bracket", "mixture_quantiles"]
+__all__ = ["mixture_cdf", "mixture_bracket", "mixture_quantiles", "stacked_mixture_quantiles"]
 
 
 def mixture_cdf(laws: tuple[AbstractLaw, ...], weights: Float[Array, " kernels"], x: Float[Array, " probs"]):
@@ -71,14 +71,47 @@ def mixture_quantiles(
         They are not forced monotone here: see
         :func:`fnpredict.intervals.conformal.rearrange`.
     """
+    return stacked_mixture_quantiles(((laws, weights, levels),), iterations)[0]
+
+
+def stacked_mixture_quantiles(problems: tuple[tuple, ...], iterations: int = 16) -> tuple[Array, ...]:
+    """:func:`mixture_quantiles` of several mixtures ``(laws, weights, levels)`` in one root find.
+
+    Each problem is ``(laws, weights, levels)`` as for :func:`mixture_quantiles`
+    (its own number of laws and of levels).
+
+    The root find is elementwise, so the levels of every mixture are stacked
+    into one vector and each iteration evaluates every mixture's CDF at its
+    own points: one fixed-length loop instead of one per mixture. On one CPU
+    core the loop's per-iteration cost is mostly the dispatch of its
+    operations, not their arithmetic, so a second loop nearly doubles the
+    cost where the stacked one adds only a few CDF evaluations.
+
+    Returns:
+        One ``(probs,)`` array of quantiles per problem, in order.
+    """
+    levels = jnp.concatenate([problem[2] for problem in problems])
+    sizes = [problem[2].shape[0] for problem in problems]
+    offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
     dtype = levels.dtype
     eps = jnp.finfo(dtype).eps
-    low, high = mixture_bracket(laws, weights, levels)
+    brackets = [mixture_bracket(*problem) for problem in problems]
+    low = jnp.concatenate([b[0] for b in brackets])
+    high = jnp.concatenate([b[1] for b in brackets])
+
+    def residual_at(x, copies=1):
+        # ``copies`` stacked point sets, each laid out like ``levels``.
+        m = offsets[-1]
+        return jnp.concatenate([
+            mixture_cdf(laws, weights, x[c * m + offsets[i]:c * m + offsets[i + 1]]) - problems[i][2]
+            for c in range(copies) for i, (laws, weights, _) in enumerate(problems)
+        ])
 
     def residual(x):
-        return mixture_cdf(laws, weights, x) - levels
+        return residual_at(x)
 
-    f_low, f_high = residual(low), residual(high)
+    # Both ends in one evaluation.
+    f_low, f_high = jnp.split(residual_at(jnp.concatenate([low, high]), 2), 2)
     # State (Scherer's notation): x1 the last iterate, x2 the other end of
     # the bracket (opposite sign), x3 the previous x1 or x2 dropped.
     x1, f1, x2, f2 = high, f_high, low, f_low
@@ -132,4 +165,5 @@ def mixture_quantiles(
     # run) and its compilation 10x longer (137 against 14 s): XLA did not fuse
     # the unrolled copies, so their hundreds of tiny ops each paid dispatch.
     carry = jax.lax.fori_loop(0, iterations, body, carry)
-    return carry[-1]
+    best = carry[-1]
+    return tuple(best[offsets[i]:offsets[i + 1]] for i in range(len(problems)))

@@ -43,7 +43,7 @@ def leaf_names(output) -> list[str]:
 
 
 #: Leaves indexed by quantile level, never by kernel.
-_PER_LEVEL = ("quantiles", "quantile_levels", "intervals.raw_quantiles", "intervals.working_levels",
+_PER_LEVEL = ("quantiles", "quantile_levels", "intervals.raw_quantiles", "intervals.offsets",
               "intervals.hits")
 
 

@@ -55,7 +55,7 @@ def test_predict_equals_loop_of_step(run):
         quantiles.append(out.quantiles)
     # 1e-10: the point forecast's tolerance (tests/test_engine.py).
     np.testing.assert_allclose(np.asarray(outputs.quantiles), np.asarray(quantiles), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(np.asarray(final.intervals.working_levels), np.asarray(state.intervals.working_levels),
+    np.testing.assert_allclose(np.asarray(final.intervals.offsets), np.asarray(state.intervals.offsets),
                                rtol=1e-10, atol=1e-10)
 
 

@@ -9,7 +9,7 @@ import scipy.stats
 
 from fnpredict.intervals import EmpiricalLaw, NormalMixtureLaw, StudentTLaw, jump_diffusion_law, mixture_quantiles
 from fnpredict.intervals.laws import student_t4_cdf, student_t4_quantile
-from fnpredict.intervals.mixture import mixture_cdf
+from fnpredict.intervals.mixture import mixture_cdf, stacked_mixture_quantiles
 from fnpredict.kernels.imex import JumpDiffusionFit
 
 LEVELS = np.array([0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999])
@@ -123,3 +123,34 @@ def test_jump_diffusion_law_mean_equals_conditional_mean():
     mc_se = float(np.std((x - x.mean()) ** 2) / np.sqrt(paths))
     # 4 standard errors, plus the Euler bias O(dt) of the variance (relative 0.2 · dt).
     assert abs(variance - mc_variance) <= 4 * mc_se + 0.2 * dt * variance, (variance, mc_variance, mc_se)
+
+
+def test_stacked_root_find_equals_separate_root_finds():
+    # The engine solves the ensemble mixture and kernel C's own law in one
+    # loop; each problem's quantiles must equal its own root find's.
+    rng = np.random.default_rng(1)
+    draws = np.sort(0.05 + 0.03 * rng.standard_t(3, 256))
+    mixture = ((StudentTLaw(jnp.asarray(0.1), jnp.asarray(0.02)), EmpiricalLaw(jnp.asarray(draws))),
+               jnp.asarray([0.4, 0.6]), jnp.asarray(LEVELS))
+    own = ((NormalMixtureLaw(jnp.asarray([0.9, 0.1]), jnp.asarray([-0.02, 0.3]), jnp.asarray([0.01, 0.05])),),
+           jnp.ones(1), jnp.asarray(LEVELS[1:4]))
+    stacked = jax.jit(lambda a, b: stacked_mixture_quantiles((a, b), 16))(mixture, own)
+    assert [q.shape for q in stacked] == [(len(LEVELS),), (3,)]
+    for got, problem in zip(stacked, (mixture, own)):
+        want = jax.jit(lambda p: mixture_quantiles(*p, 16))(problem)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [64, 256, 100])
+def test_empirical_cdf_counts_like_numpy_with_ties(n):
+    # The two-level (blocked) count behind EmpiricalLaw.cdf against NumPy's
+    # searchsorted, with tied draws and points on, between and beyond them.
+    from fnpredict.intervals.laws import _count_at_or_below
+
+    rng = np.random.default_rng(n)
+    draws = np.sort(np.round(rng.standard_normal(n), 1))
+    points = np.concatenate([draws, draws + 1e-9, draws - 1e-9, [-1e300, 1e300, np.nan, -np.inf, np.inf]])
+    got = np.asarray(_count_at_or_below(jnp.asarray(draws), jnp.asarray(points)))
+    want = np.searchsorted(draws, points, side="right")
+    want[np.isnan(points)] = 0
+    np.testing.assert_array_equal(got, want)
