@@ -40,7 +40,7 @@ from fnpredict.kernels import History  # noqa: E402
 from fnpredict.orchestrator import RuleInput  # noqa: E402
 from fnpredict.orchestrator.losses import energy_gradient, linearized_losses  # noqa: E402
 from fnpredict.sia.cusum import cusum_reset, cusum_update  # noqa: E402
-from fnpredict.sia.page import page_update  # noqa: E402
+from fnpredict.sia.signed_detector import signed_detector_update  # noqa: E402
 from fnpredict.sia.wtmm import holder_exponent  # noqa: E402
 
 
@@ -62,7 +62,9 @@ def detectors(state, obs, key):
     error = jnp.where(valid, obs[0] - state.prediction, 0.0)
     cusum, info = cusum_update(state.cusum, error, valid, hp.cusum_h, hp.cusum_k, hp.error_alpha)
     cusum = jax.tree_util.tree_map(lambda r, k: jnp.where(info.alarm, r, k), cusum_reset(cusum), cusum)
-    page, page_info = page_update(state.page, info.standardized_error, valid, hp.page_h, hp.page_k)
+    page, page_info = signed_detector_update(
+        state.page, obs[0] - window.last, window.observed & (window.count > 0), hp.page_h, hp.page_k
+    )
     return cusum, page, info, page_info
 
 
