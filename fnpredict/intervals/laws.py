@@ -146,6 +146,13 @@ def _count_at_or_below(draws: Float[Array, " paths"], x: Float[Array, "*probs"])
     return block * _COUNT_BLOCK + jnp.sum(members <= x[..., None], axis=-1)
 
 
+def _component_bracket(weights: Float[Array, " components"], component: Float[Array, "probs components"]):
+    """``(low, high)`` per level: the extreme component quantiles among components of positive weight."""
+    used = weights > 0.0
+    return (jnp.min(jnp.where(used, component, jnp.inf), axis=-1),
+            jnp.max(jnp.where(used, component, -jnp.inf), axis=-1))
+
+
 class StudentTMixtureLaw(AbstractLaw):
     """Σ_j w_j · t₄((x - loc_j)/scale_j): several location-scale Student-t laws as one law.
 
@@ -175,10 +182,7 @@ class StudentTMixtureLaw(AbstractLaw):
         return self.locs[:, None] + self.scales[:, None] * student_t4_quantile(p)[None, :]
 
     def quantile_bracket(self, p):
-        component = self.quantiles(p)
-        used = (self.weights > 0.0)[:, None]
-        return (jnp.min(jnp.where(used, component, jnp.inf), axis=0),
-                jnp.max(jnp.where(used, component, -jnp.inf), axis=0))
+        return _component_bracket(self.weights, self.quantiles(p).T)
 
 
 class EmpiricalLaw(AbstractLaw):
@@ -251,11 +255,7 @@ class NormalMixtureLaw(AbstractLaw):
         """``(low, high)`` with low <= F⁻¹(p) <= high: the extreme component quantiles with positive weight."""
         finfo = jnp.finfo(p.dtype)
         z = ndtri(jnp.clip(p, finfo.tiny, 1.0 - finfo.epsneg))
-        component = self.means + self.stds * z[..., None]
-        used = self.weights > 0.0
-        low = jnp.min(jnp.where(used, component, jnp.inf), axis=-1)
-        high = jnp.max(jnp.where(used, component, -jnp.inf), axis=-1)
-        return low, high
+        return _component_bracket(self.weights, self.means + self.stds * z[..., None])
 
 
 def jump_diffusion_law(fit, last: Float[Array, ""], max_jumps: int = 6) -> NormalMixtureLaw:
