@@ -39,7 +39,7 @@ Per step, for one asset, with L = ``len(config.quantile_levels)`` and K kernels:
    at level p); after 4 the issued
    quantiles are the raw ones moved by θ_p times the mixture's scale
    :math:`s_t = \sum_k w_{t,k} s_{t,k}` (the mixture weights times the
-   kernels' residual scales of 1), rearranged to be monotone.
+   kernels' residual scales of step 1), rearranged to be monotone.
 
 All shapes are fixed by the config; the state is a few (K,) and (L,)
 vectors in the ``PredictorState``. With ``quantile_levels=()`` the layer is
@@ -167,7 +167,7 @@ def interval_update(
         predictions: (K,) the kernels' forecasts of y_{t+1}.
         own_laws: per kernel ``None`` or ``(law, valid)`` from ``step_with_law``.
         weights: (K,) the ensemble weights of this step's prediction.
-        learning_rate: η, the calibration offsets' step in scales.
+        learning_rate: η, the calibration offsets' step in scales at the median.
         scale_rate: the residual scales' EWMA rate a.
         iterations: root-find iterations (static).
         weighting: ``"pinball"`` or ``"ensemble"`` (static; module docstring).

@@ -99,19 +99,13 @@ def stacked_mixture_quantiles(problems: tuple[tuple, ...], iterations: int = 16)
     low = jnp.concatenate([b[0] for b in brackets])
     high = jnp.concatenate([b[1] for b in brackets])
 
-    def residual_at(x, copies=1):
-        # ``copies`` stacked point sets, each laid out like ``levels``.
-        m = offsets[-1]
-        return jnp.concatenate([
-            mixture_cdf(laws, weights, x[c * m + offsets[i]:c * m + offsets[i + 1]]) - problems[i][2]
-            for c in range(copies) for i, (laws, weights, _) in enumerate(problems)
-        ])
-
     def residual(x):
-        return residual_at(x)
+        # Each problem's CDF at its own slice of the stacked points.
+        parts = [mixture_cdf(laws, weights, x[offsets[i]:offsets[i + 1]])
+                 for i, (laws, weights, _) in enumerate(problems)]
+        return jnp.concatenate(parts) - levels
 
-    # Both ends in one evaluation.
-    f_low, f_high = jnp.split(residual_at(jnp.concatenate([low, high]), 2), 2)
+    f_low, f_high = residual(low), residual(high)
     # State (Scherer's notation): x1 the last iterate, x2 the other end of
     # the bracket (opposite sign), x3 the previous x1 or x2 dropped.
     x1, f1, x2, f2 = high, f_high, low, f_low
