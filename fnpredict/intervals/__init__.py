@@ -2,8 +2,8 @@
 
 * :mod:`.laws`: the predictive laws (Student-t ν = 4 location-scale,
   Monte Carlo draws, normal mixtures such as a jump-diffusion's transition law);
-* :mod:`.mixture`: quantiles of the weighted mixture by a fixed-iteration
-  Chandrupatla root find, vectorised over levels;
+* :mod:`.mixture`: quantiles of the weighted mixture by a bounded
+  Chandrupatla root find, vectorised over levels, with implicit derivatives;
 * :mod:`.conformal`: conformal quantile tracking per level, and the
   monotone rearrangement;
 * :mod:`.layer`: the step the engine calls (state in the ``PredictorState``).
