@@ -10,7 +10,9 @@ call, lowered for the argument shapes a deployment passes:
   ``(channels,)``);
 * ``stream[N]``: the stream service's vmapped step for ``N`` assets;
 * ``predict[T]`` / ``chunk[T]``: ``fp.predict`` over ``T`` steps and the CLI
-  backtest's padded chunk of ``T`` steps.
+  backtest's padded chunk of ``T`` steps;
+* ``step (exported)``: the single-asset step serialized with :mod:`jax.export`
+  (:mod:`fnpredict.runtime.exported`), which a restart loads without tracing.
 
 ``jax.jit(f).lower(args).compile()`` builds the same HLO, hence the same
 cache key, as the first call ``f(args)`` would, so an ahead-of-time compile
@@ -71,7 +73,8 @@ def deployment_programs(
 
 
 def warmup(
-    config: PredictorConfig, hyperparams: Hyperparams | None = None, **shapes: tuple[int, ...]
+    config: PredictorConfig, hyperparams: Hyperparams | None = None, *, export_step: bool = True,
+    **shapes: tuple[int, ...]
 ) -> dict[str, float]:
     """Compile the deployment's programs (cache on first, read from it afterwards).
 
@@ -81,6 +84,10 @@ def warmup(
     Args:
         config: the deployment's config.
         hyperparams: its hyperparameters (only their shapes and dtypes matter).
+        export_step: also serialize the single-asset step into the cache
+            folder (:mod:`fnpredict.runtime.exported`), so that a restarted
+            process loads it with :func:`~fnpredict.runtime.exported.load_exported_step`
+            without tracing the step again (the ``"step (exported)"`` entry).
         **shapes: ``stream_assets``, ``predict_steps``, ``chunk_steps`` tuples
             of :func:`deployment_programs`.
 
@@ -93,6 +100,18 @@ def warmup(
         lowered.compile()
         seconds[name] = time.perf_counter() - start
         start = time.perf_counter()
+    if export_step:
+        from .exported import save_exported_step
+
+        folder = jax.config.jax_compilation_cache_dir
+        if not folder:
+            raise ValueError("export_step needs the persistent cache enabled (enable_compilation_cache)")
+        hyperparams = Hyperparams(dtype=config.jnp_dtype) if hyperparams is None else hyperparams
+        state = engine.init(config, jax.random.key(0), hyperparams.validate())
+        obs = jnp.zeros((), config.jnp_dtype) if config.n_channels == 1 else jnp.zeros((config.n_channels,),
+                                                                                        config.jnp_dtype)
+        save_exported_step(folder, state, obs, jax.random.key(0))
+        seconds["step (exported)"] = time.perf_counter() - start
     return seconds
 
 
