@@ -214,13 +214,13 @@ def read_metadata(path: pathlib.Path = METADATA_PATH) -> dict:
 def _network_template(metadata: dict) -> DGMNetwork:
     architecture = metadata["architecture"]
 
-    def build():
+    def build(key):
         problem = ou_problem(metadata["problem"]["training_margin"], jnp.dtype(architecture["dtype"]))
         return DGMNetwork(
             problem,
             architecture["width"],
             architecture["depth"],
-            key=jax.random.key(0),
+            key=key,
             dtype=jnp.dtype(architecture["dtype"]),
             output_scale=architecture["output_scale"],
             output_shift=architecture["output_shift"],
@@ -228,8 +228,9 @@ def _network_template(metadata: dict) -> DGMNetwork:
 
     # Only the structure is needed (the leaves are read from the file): built
     # abstractly, so no random initialisation runs op by op (that compiled
-    # ~130 tiny programs, seconds of every fresh process's first config).
-    return eqx.filter_eval_shape(build)
+    # ~130 tiny programs, seconds of every fresh process's first config), and
+    # from an abstract key, so that not even the key's splits run eagerly.
+    return eqx.filter_eval_shape(build, jax.eval_shape(lambda: jax.random.key(0)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -246,8 +247,22 @@ def _load_cached(weights_path: str, metadata_path: str, dtype_name: str) -> DGMN
             f"{problem['param_box']}, T={problem['horizon']}, but the kernel expects {X_BOX}, "
             f"{PARAM_BOX}, T={HORIZON}; retrain with scripts/train_dgm.py"
         )
-    network = eqx.tree_deserialise_leaves(weights_path, _network_template(metadata))
-    return network.astype(jnp.dtype(dtype_name))
+    # Read as NumPy, cast there, and moved to the device with device_put:
+    # jnp.load and astype per leaf each ran (and, with the persistent cache,
+    # loaded) a compiled program, 16 of a fresh process's first config.
+    # (A template of NumPy leaves makes Equinox read NumPy leaves.)
+    template = jax.tree_util.tree_map(
+        lambda leaf: np.zeros(leaf.shape, leaf.dtype) if isinstance(leaf, jax.ShapeDtypeStruct) else leaf,
+        _network_template(metadata))
+    network = eqx.tree_deserialise_leaves(weights_path, template)
+    dtype = np.dtype(dtype_name)
+
+    def to_device(leaf):
+        if not isinstance(leaf, np.ndarray):
+            return leaf
+        return jax.device_put(leaf.astype(dtype) if np.issubdtype(leaf.dtype, np.inexact) else leaf)
+
+    return jax.tree_util.tree_map(to_device, network)
 
 
 def load_network(dtype=jnp.float64, weights_path=WEIGHTS_PATH, metadata_path=METADATA_PATH) -> DGMNetwork:
