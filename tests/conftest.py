@@ -61,9 +61,11 @@ def tree_max_abs_diff(a, b) -> float:
 
 #: The newest-JAX leg (``make test-py312``) runs these files: the miscompile
 #: canary, the parity checks (scan = loop, vmap = loop, sharded = unsharded,
-#: snapshot round trip) and the numerical oracles.
+#: snapshot round trip), the numerical oracles, and ahead-of-time compilation
+#: with the exported step (``jax.export``'s format is tied to the jax version).
 NEWEST_JAX_FILES = (
     "test_canary.py",
+    "test_aot.py",
     "runtime/test_sharding.py",
     "runtime/test_snapshot.py",
     "kernels/test_conformance.py",
