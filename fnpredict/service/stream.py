@@ -225,11 +225,16 @@ class StreamService:
         csv: the input is a CSV with a header and a timestamp column.
         metrics: a :class:`StreamMetrics` (default: a new one).
         out: where JSON lines go (default ``sys.stdout``).
+        exported_step: with one asset and the persistent cache enabled, step
+            with the program ``fnpredict warmup`` serialized for this config
+            when there is one (:mod:`fnpredict.runtime.exported`: a restart
+            then does not trace the step; the records are the same bit for
+            bit). ``False``: always the jitted step.
     """
 
     def __init__(self, config, *, n_assets: int = 1, seed: int = 0, hyperparams=None, snapshot=None,
                  snapshot_every: int = 0, resume: bool = False, resume_input: str = "replay", csv: bool = False,
-                 metrics: StreamMetrics | None = None, out=None):
+                 metrics: StreamMetrics | None = None, out=None, exported_step: bool = True):
         if n_assets < 1:
             raise ValueError(f"assets must be >= 1, got {n_assets}")
         if resume_input not in ("replay", "continue"):
@@ -269,10 +274,30 @@ class StreamService:
             logger.info("resumed from %s at line %d", snapshot, self.lines_done)
 
         self._step = _step_one if n_assets == 1 else _step_many
+        self.uses_exported_step = False
+        if exported_step and n_assets == 1 and jax.config.jax_compilation_cache_dir:
+            self._use_exported_step(jax.config.jax_compilation_cache_dir)
         self._flag_names = None
         self._previous_flags: dict[str, np.ndarray] = {}
         self._stop = False
         self._busy = False
+
+    def _use_exported_step(self, folder) -> None:
+        """Step with the serialized single-asset step in ``folder``, if one matches (else keep the jitted one)."""
+        from ..runtime.exported import load_exported_step
+
+        obs = jnp.zeros((self.channels,) if self.channels > 1 else (), self.config.jnp_dtype)
+        exported = load_exported_step(folder, self.states, obs, self.key)
+        if exported is None:
+            return
+
+        def step(states, obs, key, number):
+            # The key schedule of _one, outside the program.
+            return exported(states, obs, jax.random.fold_in(key, number))
+
+        self._step = step
+        self.uses_exported_step = True
+        logger.info("stepping with the exported step from %s", folder)
 
     # -- signals -------------------------------------------------------------------------------------------------
     def _on_signal(self, signum, _frame):

@@ -332,3 +332,26 @@ def test_telemetry_metrics_flatten_generically():
     assert all(a <= b for a, b in zip(record["quantiles"], record["quantiles"][1:]))
     assert 'fnpredict_output{field="quantile_0.01"}' in text and 'fnpredict_output{field="quantile_0.99"}' in text
     assert 'fnpredict_events_total{event="observation_missing"} 1.0' in text
+
+
+def test_exported_step_gives_the_same_records(tmp_path):
+    # With the step `fnpredict warmup` serialized, a single-asset stream steps
+    # with it (a restart then does not trace the step): every record equal,
+    # bit for bit, to the jitted step's (up to step_ms).
+    import jax
+    import jax.numpy as jnp
+
+    from fnpredict.runtime.exported import save_exported_step
+
+    lines = [f"{v}\n" for v in _series(60, seed=4)] + ["nan\n", "junk\n", "4.01\n"]
+    reference = io.StringIO()
+    StreamService(CONFIG, out=reference, exported_step=False).run(lines)
+    like = StreamService(CONFIG, out=io.StringIO(), exported_step=False)
+    save_exported_step(tmp_path, like.states, jnp.zeros((), jnp.float64), jax.random.key(0))
+    out = io.StringIO()
+    service = StreamService(CONFIG, out=out, exported_step=False)
+    service._use_exported_step(tmp_path)
+    assert service.uses_exported_step
+    service.run(lines)
+    assert [_strip(line) for line in out.getvalue().splitlines()] == [
+        _strip(line) for line in reference.getvalue().splitlines()]
