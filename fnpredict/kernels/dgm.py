@@ -247,22 +247,17 @@ def _load_cached(weights_path: str, metadata_path: str, dtype_name: str) -> DGMN
             f"{problem['param_box']}, T={problem['horizon']}, but the kernel expects {X_BOX}, "
             f"{PARAM_BOX}, T={HORIZON}; retrain with scripts/train_dgm.py"
         )
-    # Read as NumPy, cast there, and moved to the device with device_put:
-    # jnp.load and astype per leaf each ran (and, with the persistent cache,
-    # loaded) a compiled program, 16 of a fresh process's first config.
-    # (A template of NumPy leaves makes Equinox read NumPy leaves.)
+    # Read as NumPy, cast there (DGMNetwork.astype on NumPy leaves is NumPy's
+    # astype), and moved to the device with device_put: jnp.load and astype
+    # per leaf each ran (and, with the persistent cache, loaded) a compiled
+    # program, 16 of a fresh process's first config. (A template of NumPy
+    # leaves makes Equinox read NumPy leaves.)
     template = jax.tree_util.tree_map(
         lambda leaf: np.zeros(leaf.shape, leaf.dtype) if isinstance(leaf, jax.ShapeDtypeStruct) else leaf,
         _network_template(metadata))
-    network = eqx.tree_deserialise_leaves(weights_path, template)
-    dtype = np.dtype(dtype_name)
-
-    def to_device(leaf):
-        if not isinstance(leaf, np.ndarray):
-            return leaf
-        return jax.device_put(leaf.astype(dtype) if np.issubdtype(leaf.dtype, np.inexact) else leaf)
-
-    return jax.tree_util.tree_map(to_device, network)
+    network = eqx.tree_deserialise_leaves(weights_path, template).astype(np.dtype(dtype_name))
+    return jax.tree_util.tree_map(lambda leaf: jax.device_put(leaf) if isinstance(leaf, np.ndarray) else leaf,
+                                  network)
 
 
 def load_network(dtype=jnp.float64, weights_path=WEIGHTS_PATH, metadata_path=METADATA_PATH) -> DGMNetwork:

@@ -15,7 +15,7 @@ observation and the key's raw data (``jax.random.key_data``), so that no
 PyTree type needs a serialization of its own. The state's structure comes
 from the state the caller passes (the output state has the same one); the
 ``StepOutput``'s structure, which is not an argument, is stored beside the
-program as a pickled ``StepOutput`` of one-byte placeholder leaves (a pickled
+program as a pickled ``StepOutput`` whose leaves are one-byte stand-ins (a pickled
 ``PyTreeDef`` would not do: equinox's unflatten checks its "missing field"
 sentinel by identity, and an unpickled sentinel is a new object).
 
@@ -78,12 +78,17 @@ def _paths(folder, state, obs, key) -> tuple[str, str]:
     return stem + ".jaxexport", stem + ".outtree"
 
 
-def _flat_step(treedef, impl):
-    """The step on (state leaves, obs, raw key data), returning (state leaves, output leaves)."""
+def _flat_step(treedef, impl, traced: dict):
+    """The step on (state leaves, obs, raw key data), returning (state leaves, output leaves).
+
+    Tracing it records the ``StepOutput``'s structure in ``traced["output"]``
+    (so the export traces the step once, not a second time for the structure).
+    """
 
     def flat(leaves, obs, key_data):
         state = jax.tree_util.tree_unflatten(treedef, leaves)
         new_state, output = engine.step_impl(state, obs, jax.random.wrap_key_data(key_data, impl=impl))
+        traced["output"] = output
         return jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(output)
 
     return flat
@@ -110,10 +115,9 @@ def save_exported_step(folder, state, obs, key) -> str:
     obs = jnp.asarray(obs, state.config.jnp_dtype)
     impl = jax.random.key_impl(key)
     key_data = jax.random.key_data(key)
-    flat = jax.jit(_flat_step(treedef, impl))
-    exported = jax.export.export(flat)(leaves, obs, key_data)
-    output_shapes = jax.eval_shape(engine.step_impl, state, obs, key)[1]
-    template = jax.tree_util.tree_map(lambda _: np.zeros((), np.int8), output_shapes)
+    traced = {}
+    exported = jax.export.export(jax.jit(_flat_step(treedef, impl, traced)))(leaves, obs, key_data)
+    template = jax.tree_util.tree_map(lambda _: np.zeros((), np.int8), traced["output"])
     os.makedirs(os.path.dirname(program_path), exist_ok=True)
     # Written to a temporary name and renamed, so a reader never sees half a file.
     for path, payload in ((tree_path, pickle.dumps(template)), (program_path, bytes(exported.serialize()))):

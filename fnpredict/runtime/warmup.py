@@ -29,6 +29,15 @@ from .. import engine
 from ..config import Hyperparams, PredictorConfig
 
 
+def step_arguments(config: PredictorConfig, hyperparams: Hyperparams):
+    """``(state, obs, key)`` of the shapes a single-asset deployment passes to ``fp.step``."""
+    key = jax.random.key(0)
+    state = engine.init(config, key, hyperparams)
+    dtype = config.jnp_dtype
+    obs = jnp.zeros((), dtype) if config.n_channels == 1 else jnp.zeros((config.n_channels,), dtype)
+    return state, obs, key
+
+
 def deployment_programs(
     config: PredictorConfig,
     hyperparams: Hyperparams | None = None,
@@ -40,10 +49,8 @@ def deployment_programs(
     """``{name: jax.stages.Lowered}`` for the programs listed in the module docstring."""
     hyperparams = Hyperparams(dtype=config.jnp_dtype) if hyperparams is None else hyperparams
     hyperparams = hyperparams.validate()
-    key = jax.random.key(0)
-    state = engine.init(config, key, hyperparams)
+    state, obs, key = step_arguments(config, hyperparams)
     dtype = config.jnp_dtype
-    obs = jnp.zeros((), dtype) if config.n_channels == 1 else jnp.zeros((config.n_channels,), dtype)
     programs = {
         "init": engine._init_program.lower(config, hyperparams),
         "step": engine.step.lower(state, obs, key),
@@ -107,12 +114,9 @@ def warmup(
         if not folder:
             raise ValueError("export_step needs the persistent cache enabled (enable_compilation_cache)")
         hyperparams = Hyperparams(dtype=config.jnp_dtype) if hyperparams is None else hyperparams
-        state = engine.init(config, jax.random.key(0), hyperparams.validate())
-        obs = jnp.zeros((), config.jnp_dtype) if config.n_channels == 1 else jnp.zeros((config.n_channels,),
-                                                                                        config.jnp_dtype)
-        save_exported_step(folder, state, obs, jax.random.key(0))
+        save_exported_step(folder, *step_arguments(config, hyperparams.validate()))
         seconds["step (exported)"] = time.perf_counter() - start
     return seconds
 
 
-__all__ = ["warmup", "deployment_programs"]
+__all__ = ["warmup", "deployment_programs", "step_arguments"]
